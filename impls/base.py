@@ -1,0 +1,232 @@
+"""The interface every implementation honours, and the training loop they share.
+
+An implementation subclasses :class:`MLP` and fills in the underscore methods,
+which receive inputs already validated and converted by :class:`~impls.spec.MLPSpec`
+(``X: (n, n_inputs)`` and dense targets ``Y: (n, n_outputs)`` in the spec's dtype).
+The public methods validate, so every framework rejects bad input with the same
+message instead of its own traceback.
+
+Subclasses may override :meth:`MLP.fit` to train the way their framework's users do
+(Keras does), as long as the history and the batch order follow the spec.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from impls.spec import MLPSpec, Params, TrainConfig, batch_order
+
+
+@dataclass
+class History:
+    """Per-epoch record of a training run (epochs count from 1).
+
+    ``loss``: the spec's epoch loss (batch-size-weighted mean of the per-batch
+    objectives); ``val_loss``/``val_accuracy``: on the validation set when given
+    (accuracy only for classification); ``learning_rate``: the rate of the epoch;
+    ``epoch_time``: wall seconds of the epoch's updates, validation excluded.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    learning_rate: list[float] = field(default_factory=list)
+    epoch_time: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_epoch: int | None = None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.loss)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def accuracy(spec: MLPSpec, outputs: np.ndarray, Y: np.ndarray) -> float:
+    """Fraction of correct predictions from outputs ``(n, k)`` against dense targets ``Y``.
+
+    Binary: threshold 0.5 per output (multi-label counts each output); multiclass: argmax.
+    """
+    if spec.task == "multiclass":
+        return float(np.mean(outputs.argmax(axis=1) == Y.argmax(axis=1)))
+    if spec.task == "binary":
+        return float(np.mean((outputs >= 0.5) == (Y == 1)))
+    raise ValueError("accuracy is defined for classification losses only")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class MLP(ABC):
+    """One multi-layer perceptron built from a :class:`MLPSpec`.
+
+    Construction draws initial weights with the framework's own initializers
+    (the spec's formulas) from ``seed``.
+    """
+
+    name: str = "abstract"
+
+    def __init__(self, spec: MLPSpec, seed: int = 0) -> None:
+        if not isinstance(spec, MLPSpec):
+            raise TypeError(f"spec must be an MLPSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self.seed = int(seed)
+
+    # ---- to implement --------------------------------------------------------
+
+    @abstractmethod
+    def get_params(self) -> Params:
+        """Copy of the parameters in the canonical layout: ``[(W (fan_in, fan_out), b (fan_out,)), ...]``."""
+
+    @abstractmethod
+    def _set_params(self, params: Params) -> None:
+        """Load validated canonical parameters (in the spec's dtype)."""
+
+    @abstractmethod
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        """Outputs ``(n, n_outputs)`` in inference mode (no dropout)."""
+
+    @abstractmethod
+    def _loss(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> float:
+        """Data loss + penalty, with hidden layer ``l`` multiplied by ``masks[l] / (1 - p_l)``
+        (boolean keep-masks ``(n, width)``; ``None``: no dropout on that layer)."""
+
+    @abstractmethod
+    def _gradients(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> Params:
+        """Gradient of :meth:`_loss` with the same masks, canonical layout."""
+
+    @abstractmethod
+    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, momentum: float) -> float:
+        """One SGD update on one batch, dropout active; returns the batch objective before the update."""
+
+    @abstractmethod
+    def reset_optimizer(self) -> None:
+        """Forget optimizer state (momentum velocities)."""
+
+    # ---- public surface ------------------------------------------------------
+
+    @property
+    def no_dropout(self) -> list[None]:
+        """The mask list meaning "inference mode": ``None`` for every hidden layer."""
+        return [None] * len(self.spec.hidden_sizes)
+
+    def set_params(self, params: Params) -> None:
+        """Load canonical parameters (validated against the spec's shapes)."""
+        self._set_params(self.spec.check_params(params))
+
+    def forward(self, X: object) -> np.ndarray:
+        """Outputs ``(n, n_outputs)``: probabilities (sigmoid/softmax) or values (regression)."""
+        return np.asarray(self._forward(self.spec.check_X(X)))
+
+    def predict_proba(self, X: object) -> np.ndarray:
+        """Class probabilities ``(n, n_outputs)``; classification only."""
+        if self.spec.task == "regression":
+            raise ValueError(f"predict_proba needs a classification loss, the model uses {self.spec.loss}")
+        return self.forward(X)
+
+    def predict(self, X: object) -> np.ndarray:
+        """Class indices ``(n,)`` (multiclass), 0/1 labels ``(n,)`` or ``(n, k)`` (binary), values (regression)."""
+        out = self.forward(X)
+        if self.spec.task == "multiclass":
+            return out.argmax(axis=1)
+        if self.spec.task == "binary":
+            labels = (out >= 0.5).astype(np.int64)
+            return labels[:, 0] if self.spec.n_outputs == 1 else labels
+        return out[:, 0] if self.spec.n_outputs == 1 else out
+
+    def loss(self, X: object, y: object, dropout_masks: list | None = None) -> float:
+        """Mean data loss + ``l1 sum|W| + (l2/2) sum W**2``.
+
+        Inference mode unless dropout keep-masks are given (one ``(n, width)`` 0/1
+        array or ``None`` per hidden layer); then the masked, rescaled network.
+        """
+        X, Y = self.spec.check_Xy(X, y)
+        return float(self._loss(X, Y, self.spec.check_dropout_masks(dropout_masks, X.shape[0])))
+
+    def gradients(self, X: object, y: object, dropout_masks: list | None = None) -> Params:
+        """Gradient of :meth:`loss` with the same dropout keep-masks, canonical layout."""
+        X, Y = self.spec.check_Xy(X, y)
+        masks = self.spec.check_dropout_masks(dropout_masks, X.shape[0])
+        return self._gradients(X, Y, masks)
+
+    def train_step(self, X: object, y: object, learning_rate: float, momentum: float = 0.0) -> float:
+        """One SGD step on the batch ``(X, y)``; returns the batch objective before the step."""
+        X, Y = self.spec.check_Xy(X, y)
+        return float(self._train_step(X, Y, learning_rate, momentum))
+
+    def accuracy(self, X: object, y: object) -> float:
+        """Classification accuracy of :meth:`forward` on ``(X, y)``."""
+        X, Y = self.spec.check_Xy(X, y)
+        return accuracy(self.spec, np.asarray(self._forward(X)), Y)
+
+    # ---- training ------------------------------------------------------------
+
+    def _run_epoch(self, X: np.ndarray, Y: np.ndarray, batches: list[np.ndarray],
+                   learning_rate: float, momentum: float) -> float:
+        """Train on every batch of an epoch; returns the batch-size-weighted mean objective."""
+        total = 0.0
+        for idx in batches:
+            total += self._train_step(X[idx], Y[idx], learning_rate, momentum) * len(idx)
+        return total / X.shape[0]
+
+    def fit(self, X: object, y: object, config: TrainConfig,
+            validation: tuple[object, object] | None = None,
+            on_epoch_end: Callable[[int, History], None] | None = None) -> History:
+        """Train with mini-batch SGD as the spec defines it; returns the :class:`History`.
+
+        ``validation=(X_val, y_val)`` is required by early stopping.  ``on_epoch_end``
+        is called after each epoch with the epoch number and the history so far.
+        """
+        X, Y = self.spec.check_Xy(X, y)
+        val = self.spec.check_Xy(*validation) if validation is not None else None
+        es = config.early_stopping
+        if es is not None and val is None:
+            raise ValueError("early stopping monitors the validation loss: pass validation=(X_val, y_val)")
+        self.reset_optimizer()
+        history = History()
+        best, best_params, waited = math.inf, None, 0
+        for epoch in range(1, config.epochs + 1):
+            lr = config.learning_rate_at(epoch)
+            batches = batch_order(X.shape[0], config.batch_size, config.seed, epoch, config.shuffle)
+            start = time.perf_counter()
+            epoch_loss = self._run_epoch(X, Y, batches, lr, config.momentum)
+            history.epoch_time.append(time.perf_counter() - start)
+            check_finite_loss(epoch_loss, epoch, lr)
+            history.loss.append(float(epoch_loss))
+            history.learning_rate.append(lr)
+            if val is not None:
+                val_loss = float(self._loss(*val, self.no_dropout))
+                history.val_loss.append(val_loss)
+                if self.spec.task != "regression":
+                    history.val_accuracy.append(accuracy(self.spec, np.asarray(self._forward(val[0])), val[1]))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, history)
+            if es is not None:
+                if es.improves(history.val_loss[-1], best):
+                    best, waited, history.best_epoch = history.val_loss[-1], 0, epoch
+                    best_params = self.get_params() if es.restore_best else None
+                else:
+                    waited += 1
+                    if waited >= es.patience:
+                        history.stopped_epoch = epoch
+                        break
+        if es is not None and es.restore_best and best_params is not None:
+            self._set_params(best_params)
+        return history
+
+
+def check_finite_loss(value: float, epoch: int, learning_rate: float) -> None:
+    """Raise :class:`TrainingDiverged` instead of carrying a NaN/inf loss forward."""
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch}: loss is {value} (learning rate {learning_rate:g}); "
+            "lower the learning rate or check the inputs' scale"
+        )

@@ -1,0 +1,26 @@
+"""Sessions: ``tests`` (the test suite), ``lint`` (ruff).  ``nox -s tests -- -k numpy`` passes pytest options."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite with every framework installed; a missing framework is a failure here."""
+    session.install("-e", ".[all,test]")
+    session.env["MLP_REQUIRE_ALL"] = "1"
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff over the whole project."""
+    session.install(".[lint]")
+    session.run("ruff", "check", ".")

@@ -1,0 +1,134 @@
+"""Bad input gets a clear ValueError/TypeError naming the problem, in every implementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from impls import EarlyStopping, MLPSpec, TrainConfig, create, load
+
+BINARY = MLPSpec((3, 4, 1), "relu", "binary_crossentropy", dropout=0.2)
+MULTI = MLPSpec((3, 4, 5), "tanh", "categorical_crossentropy")
+X = np.ones((4, 3))
+
+
+@pytest.mark.parametrize(("spec", "X", "y", "error", "match"), [
+    (BINARY, np.ones((4, 2)), [0, 1, 0, 1], ValueError, "X has 2 features, the model expects 3"),
+    (BINARY, np.ones(3), [0], ValueError, "X must be 2-D"),
+    (BINARY, X, [0, 1, 0], ValueError, "X has 4 samples but y has shape"),
+    (BINARY, X, [0, 1, 2, 1], ValueError, "binary_crossentropy must be 0 or 1; found 2"),
+    (BINARY, X, [0, 1, -1, 1], ValueError, "must be 0 or 1"),
+    (MULTI, X, [0, 1, 5, 1], ValueError, r"class labels must be in \[0, 5\); found 5 at index 2"),
+    (MULTI, X, [0, 1.5, 2, 1], ValueError, "must be integers"),
+    (MULTI, X, np.ones((4, 5)), ValueError, "exactly one 1 per row"),
+    (BINARY, np.array([[1, 2, np.nan]] * 4), [0, 1, 0, 1], ValueError, "X contains NaN or infinite"),
+    (BINARY, np.array([[1, 2, np.inf]] * 4), [0, 1, 0, 1], ValueError, "X contains NaN or infinite"),
+    (BINARY, X, [0, 1, np.nan, 1], ValueError, "y contains NaN"),
+    (BINARY, np.array([["a", "b", "c"]] * 4), [0, 1, 0, 1], TypeError, "X must be a numeric array"),
+    (BINARY, np.zeros((0, 3)), np.zeros(0), ValueError, "X has no samples"),
+])
+def test_bad_data_is_rejected_by_every_entry_point(impl_name, spec, X, y, error, match):
+    model = create(impl_name, spec)
+    for call in (lambda: model.loss(X, y), lambda: model.gradients(X, y),
+                 lambda: model.train_step(X, y, 0.1),
+                 lambda: model.fit(X, y, TrainConfig(epochs=1, batch_size=2))):
+        with pytest.raises(error, match=match):
+            call()
+
+
+def test_bad_features_rejected_by_predict(impl_name):
+    model = create(impl_name, BINARY)
+    with pytest.raises(ValueError, match="X has 2 features"):
+        model.predict(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict_proba(np.full((2, 3), np.nan))
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"layer_sizes": (3, 0, 1)}, ValueError, "layer sizes must be positive"),
+    ({"layer_sizes": (3, -2, 1)}, ValueError, "layer sizes must be positive"),
+    ({"layer_sizes": (3,)}, ValueError, "at least an input and an output"),
+    ({"layer_sizes": (3, 2.5, 1)}, TypeError, "must hold ints"),
+    ({"layer_sizes": (3, 4, 1), "hidden_activation": "swish"}, ValueError, "unknown activation 'swish'"),
+    ({"layer_sizes": (3, 4, 1), "initializer": "glorot"}, ValueError, "unknown initializer 'glorot'"),
+    ({"layer_sizes": (3, 4, 1), "loss": "hinge"}, ValueError, "unknown loss 'hinge'"),
+    ({"layer_sizes": (3, 4, 1), "dtype": "float16"}, ValueError, "unknown dtype 'float16'"),
+    ({"layer_sizes": (3, 4, 1), "dropout": 1.0}, ValueError, r"dropout rate must be in \[0, 1\)"),
+    ({"layer_sizes": (3, 4, 1), "dropout": -0.1}, ValueError, r"dropout rate must be in \[0, 1\)"),
+    ({"layer_sizes": (3, 4, 4, 1), "dropout": (0.1,)}, ValueError, "one rate per hidden layer"),
+    ({"layer_sizes": (3, 4, 1), "l2": -1.0}, ValueError, "l2 must be a finite number >= 0"),
+    ({"layer_sizes": (3, 4, 1), "l1": float("nan")}, ValueError, "l1 must be a finite number"),
+    ({"layer_sizes": (3, 4, 1), "loss": "categorical_crossentropy"}, ValueError, "at least 2 output units"),
+])
+def test_bad_spec_is_rejected(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MLPSpec(**kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"epochs": 0}, "epochs must be"),
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+    ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\]"),
+    ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+])
+def test_bad_train_config_is_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_bad_early_stopping_is_rejected():
+    with pytest.raises(ValueError, match="patience must be"):
+        EarlyStopping(patience=0)
+    with pytest.raises(ValueError, match="min_delta must be"):
+        EarlyStopping(min_delta=-1.0)
+
+
+def test_early_stopping_without_validation_is_rejected(impl_name):
+    model = create(impl_name, BINARY)
+    with pytest.raises(ValueError, match="early stopping monitors the validation loss"):
+        model.fit(X, [0, 1, 0, 1], TrainConfig(epochs=2, early_stopping=EarlyStopping()))
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ("transpose", r"params\[0\] has W\(4, 3\).*needs W\(3, 4\) \(fan_in, fan_out\)"),
+    ("short", "list of 2 \\(W, b\\) pairs, got 1"),
+    ("bias", r"params\[1\] has W\(4, 1\), b\(2,\)"),
+    ("nan", r"params\[0\] W contains NaN"),
+])
+def test_set_params_rejects_wrong_shapes(impl_name, params, match):
+    model = create(impl_name, BINARY)
+    good = model.get_params()
+    bad = {
+        "transpose": [(good[0][0].T, good[0][1]), good[1]],
+        "short": good[:1],
+        "bias": [good[0], (good[1][0], np.zeros(2))],
+        "nan": [(np.full_like(good[0][0], np.nan), good[0][1]), good[1]],
+    }[params]
+    with pytest.raises(ValueError, match=match):
+        model.set_params(bad)
+    assert all(np.array_equal(W, W2) for (W, _), (W2, _) in zip(good, model.get_params())), "model left unchanged"
+
+
+def test_dropout_masks_of_wrong_shape_are_rejected(impl_name):
+    model = create(impl_name, BINARY)
+    with pytest.raises(ValueError, match=r"dropout mask 0 must have shape \(4, 4\)"):
+        model.gradients(X, [0, 1, 0, 1], [np.ones((4, 3))])
+    with pytest.raises(ValueError, match="one entry per hidden layer"):
+        model.gradients(X, [0, 1, 0, 1], [np.ones((4, 4))] * 2)
+    with pytest.raises(ValueError, match="only 0/1"):
+        model.gradients(X, [0, 1, 0, 1], [np.full((4, 4), 0.5)])
+
+
+def test_unknown_implementation_is_named():
+    with pytest.raises(ValueError, match="unknown implementation 'mxnet'"):
+        load("mxnet")
+
+
+def test_divergence_is_an_error_not_a_nan_loss(impl_name):
+    spec = MLPSpec((3, 8, 1), "identity", "mse", "normal", init_scale=3.0)
+    rng = np.random.default_rng(0)
+    X_big, y_big = rng.normal(size=(32, 3)) * 100, rng.normal(size=32) * 100
+    from impls import TrainingDiverged
+    with pytest.raises(TrainingDiverged, match="training diverged in epoch"):
+        create(impl_name, spec).fit(X_big, y_big, TrainConfig(epochs=50, batch_size=8, learning_rate=1.0))
