@@ -73,12 +73,17 @@ class MLP(ABC):
     """
 
     name: str = "abstract"
+    modes: tuple[str, ...] = ("default",)
+    """Execution modes: ``default`` is the framework's idiomatic one; others (e.g. compiled) are faster."""
 
-    def __init__(self, spec: MLPSpec, seed: int = 0) -> None:
+    def __init__(self, spec: MLPSpec, seed: int = 0, mode: str = "default") -> None:
         if not isinstance(spec, MLPSpec):
             raise TypeError(f"spec must be an MLPSpec, got {type(spec).__name__}")
+        if mode not in self.modes:
+            raise ValueError(f"unknown mode {mode!r} for {self.name}; expected one of {list(self.modes)}")
         self.spec = spec
         self.seed = int(seed)
+        self.mode = mode
 
     # ---- to implement --------------------------------------------------------
 

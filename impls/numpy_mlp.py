@@ -117,8 +117,8 @@ class NumpyMLP(MLP):
 
     name = "numpy"
 
-    def __init__(self, spec: MLPSpec, seed: int = 0) -> None:
-        super().__init__(spec, seed)
+    def __init__(self, spec: MLPSpec, seed: int = 0, mode: str = "default") -> None:
+        super().__init__(spec, seed, mode)
         self.params = init_params(spec, seed)
         self._dropout_rng = np.random.default_rng([seed, 1])
         self.reset_optimizer()

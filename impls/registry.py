@@ -24,6 +24,9 @@ class Entry:
 
 IMPLEMENTATIONS: dict[str, Entry] = {
     "numpy": Entry("impls.numpy_mlp", "NumpyMLP"),
+    "torch": Entry("impls.torch_mlp", "TorchMLP", extra="torch"),
+    "keras": Entry("impls.keras_mlp", "KerasMLP", extra="keras"),  # backend: KERAS_BACKEND, default tensorflow
+    "jax": Entry("impls.jax_mlp", "JaxMLP", extra="jax"),
 }
 """Registered implementations; ``numpy`` is the reference."""
 
@@ -64,6 +67,6 @@ def availability() -> dict[str, str | None]:
     return out
 
 
-def create(name: str, spec: MLPSpec, seed: int = 0) -> MLP:
-    """Build implementation ``name`` of ``spec``, initialized from ``seed``."""
-    return load(name)(spec, seed)
+def create(name: str, spec: MLPSpec, seed: int = 0, mode: str = "default") -> MLP:
+    """Build implementation ``name`` of ``spec``, initialized from ``seed``, in execution ``mode``."""
+    return load(name)(spec, seed, mode)
