@@ -174,9 +174,18 @@ class MLP(ABC):
 
     # ---- training ------------------------------------------------------------
 
-    def _run_epoch(self, X: np.ndarray, Y: np.ndarray, batches: list[np.ndarray],
-                   learning_rate: float, momentum: float) -> float:
-        """Train on every batch of an epoch; returns the batch-size-weighted mean objective."""
+    def _prepare_data(self, X: np.ndarray, Y: np.ndarray) -> tuple[object, object]:
+        """Convert a training set once per fit, outside the timed epochs (e.g. to framework tensors).
+
+        Whatever this returns is what :meth:`_run_epoch` receives as ``X`` and ``Y``.
+        """
+        return X, Y
+
+    def _run_epoch(self, X, Y, batches: list[np.ndarray], learning_rate: float, momentum: float) -> float:
+        """Train on every batch of an epoch (``X``, ``Y`` from :meth:`_prepare_data`).
+
+        Returns the batch-size-weighted mean objective.
+        """
         total = 0.0
         for idx in batches:
             total += self._train_step(X[idx], Y[idx], learning_rate, momentum) * len(idx)
@@ -196,13 +205,14 @@ class MLP(ABC):
         if es is not None and val is None:
             raise ValueError("early stopping monitors the validation loss: pass validation=(X_val, y_val)")
         self.reset_optimizer()
+        data = self._prepare_data(X, Y)
         history = History()
         best, best_params, waited = math.inf, None, 0
         for epoch in range(1, config.epochs + 1):
             lr = config.learning_rate_at(epoch)
             batches = batch_order(X.shape[0], config.batch_size, config.seed, epoch, config.shuffle)
             start = time.perf_counter()
-            epoch_loss = self._run_epoch(X, Y, batches, lr, config.momentum)
+            epoch_loss = self._run_epoch(*data, batches, lr, config.momentum)
             history.epoch_time.append(time.perf_counter() - start)
             check_finite_loss(epoch_loss, epoch, lr)
             history.loss.append(float(epoch_loss))
