@@ -47,3 +47,31 @@ def other_impl(request: pytest.FixtureRequest) -> str:
     """Every implementation except the NumPy reference."""
     require(request.param)
     return request.param
+
+
+class ErrorLog:
+    """Collects the measured errors of the equivalence tests, printed at the end of the run."""
+
+    def __init__(self) -> None:
+        self.worst: dict[tuple[str, str, str], tuple[float, str]] = {}
+
+    def record(self, impl: str, dtype: str, what: str, error: float, case: str) -> None:
+        key = (impl, dtype, what)
+        if error >= self.worst.get(key, (-1.0, ""))[0]:
+            self.worst[key] = (error, case)
+
+
+_ERROR_LOG = ErrorLog()
+
+
+@pytest.fixture
+def error_log() -> ErrorLog:
+    return _ERROR_LOG
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _ERROR_LOG.worst:
+        return
+    terminalreporter.section("largest measured differences from the NumPy reference")
+    for (impl, dtype, what), (error, case) in sorted(_ERROR_LOG.worst.items()):
+        terminalreporter.write_line(f"{impl:>8} {dtype:>8} {what:>10}: {error:.2e}  ({case})")
