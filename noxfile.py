@@ -24,3 +24,10 @@ def lint(session: nox.Session) -> None:
     """ruff over the whole project."""
     session.install(".[lint]")
     session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def studies(session: nox.Session) -> None:
+    """The lecture's studies in every framework: writes results/studies/ (``-- --size tiny`` for a smoke run)."""
+    session.install("-e", ".[all,bench]")
+    session.run("python", "-m", "studies", *session.posargs)
