@@ -116,6 +116,17 @@ class MLP(ABC):
     def reset_optimizer(self) -> None:
         """Forget optimizer state (momentum velocities)."""
 
+    def native_params(self) -> object:
+        """The parameters as the framework's own object (a ``state_dict``, a Keras weight list, a pytree).
+
+        Each implementation documents the layout; :meth:`load_native` takes the same object back.
+        """
+        raise NotImplementedError(f"{self.name} does not expose native parameters")
+
+    def load_native(self, native: object) -> None:
+        """Load parameters given as the framework's own object (what :meth:`native_params` returns)."""
+        raise NotImplementedError(f"{self.name} does not load native parameters")
+
     # ---- public surface ------------------------------------------------------
 
     @property

@@ -129,6 +129,13 @@ class NumpyMLP(MLP):
     def _set_params(self, params: Params) -> None:
         self.params = [(W.copy(), b.copy()) for W, b in params]
 
+    def native_params(self) -> Params:
+        """NumPy's native layout is the canonical one: ``[(W (fan_in, fan_out), b (fan_out,)), ...]``."""
+        return self.get_params()
+
+    def load_native(self, native: Params) -> None:
+        self.set_params(native)
+
     def reset_optimizer(self) -> None:
         self.velocity = [(np.zeros_like(W), np.zeros_like(b)) for W, b in self.params]
 
