@@ -31,3 +31,10 @@ def studies(session: nox.Session) -> None:
     """The lecture's studies in every framework: writes results/studies/ (``-- --size tiny`` for a smoke run)."""
     session.install("-e", ".[all,bench]")
     session.run("python", "-m", "studies", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmark every implementation into results/ (``-- --profile full``, ``-- --threads 1``, ``-- --force``)."""
+    session.install(".[all,bench]")
+    session.run("python", "-m", "bench", "run", *session.posargs)

@@ -1,0 +1,276 @@
+"""The workloads: data (all offline), the model, the training settings and the FLOP count.
+
+Each workload is a :class:`Workload`; :func:`get` returns one by name, with sweep
+parameters applied (``width``, ``batch``, ``depth`` for the scaling sweeps).
+Data sets come from scikit-learn's bundled copies or are generated, so nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from impls.spec import EarlyStopping, MLPSpec, TrainConfig
+
+
+@dataclass(frozen=True)
+class Data:
+    """A split data set.  ``y_scale``: factor back to the target's units (regression errors)."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    y_scale: float = 1.0
+
+    def cast(self, dtype: str) -> Data:
+        """Features in ``dtype`` (targets stay as labels/values; the spec converts them)."""
+        def c(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+        return replace(self, X_train=c(self.X_train), X_test=c(self.X_test), X_val=c(self.X_val))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark workload.
+
+    ``layer_sizes``/``loss``/``spec_options`` define the :class:`~impls.spec.MLPSpec`;
+    ``train`` holds the :class:`~impls.spec.TrainConfig` fields except the seed;
+    ``speed_only`` workloads report step time and throughput, no accuracy.
+    """
+
+    name: str
+    description: str
+    layer_sizes: tuple[int, ...]
+    loss: str
+    loader: Callable[[Mapping[str, int]], Data]
+    train: Mapping[str, object]
+    spec_options: Mapping[str, object] = field(default_factory=dict)
+    speed_only: bool = False
+    loss_curves: bool = False
+    params: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.spec().task
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.train["batch_size"])  # type: ignore[call-overload]
+
+    def spec(self, dtype: str = "float32") -> MLPSpec:
+        return MLPSpec(self.layer_sizes, loss=self.loss, dtype=dtype, **self.spec_options)
+
+    def config(self, seed: int, epochs: int | None = None) -> TrainConfig:
+        """Training settings for one seed (``epochs`` overrides the workload's budget)."""
+        kwargs = dict(self.train)
+        if epochs is not None:
+            kwargs["epochs"] = epochs
+        return TrainConfig(seed=seed, **kwargs)  # type: ignore[arg-type]
+
+    def load(self) -> Data:
+        """The data, from the cache directory ``$BENCH_DATA_CACHE`` when set (saves importing scikit-learn)."""
+        cache = os.environ.get(CACHE_ENV)
+        if not cache:
+            return self.loader(self.params)
+        key = "-".join(f"{k}{v}" for k, v in sorted(self.params.items()))
+        path = Path(cache) / f"{self.loader.__name__}{'-' + key if key else ''}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+            y_scale = float(arrays.pop("y_scale"))
+            return Data(**arrays, y_scale=y_scale)
+        data = self.loader(self.params)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(tmp, y_scale=data.y_scale,
+                 **{k: v for k, v in vars(data).items() if isinstance(v, np.ndarray)})
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
+        return data
+
+    def flops_per_step(self, batch: int | None = None) -> int:
+        """Analytic FLOPs of one training step on a full batch (see :func:`dense_flops`)."""
+        return dense_flops(self.layer_sizes, batch or self.batch_size)
+
+
+def dense_flops(layer_sizes: tuple[int, ...], batch: int) -> int:
+    """FLOPs of one SGD step of the dense layers, counting 2 per multiply-add.
+
+    Forward: ``2 B fan_in fan_out`` per layer.  Backward: the weight gradient
+    ``a.T @ delta`` (same count) for every layer, and the input gradient
+    ``delta @ W.T`` for every layer but the first (no one needs d loss / d X).
+    Biases, activations, the loss and the parameter update are elementwise and not counted.
+    """
+    return sum(2 * m * k * n for m, k, n in step_matmuls(layer_sizes, batch))
+
+
+def step_matmuls(layer_sizes: tuple[int, ...], batch: int) -> list[tuple[int, int, int]]:
+    """The matrix products of one training step as ``(rows, inner, cols)`` (the FLOP count's shapes)."""
+    out: list[tuple[int, int, int]] = []
+    pairs = list(itertools.pairwise(layer_sizes))
+    for layer, (fan_in, fan_out) in enumerate(pairs):
+        out.append((batch, fan_in, fan_out))        # forward: a @ W
+        out.append((fan_in, batch, fan_out))        # backward: a.T @ delta
+        if layer > 0:
+            out.append((batch, fan_out, fan_in))    # backward: delta @ W.T
+    return out
+
+
+# ---- data ------------------------------------------------------------------------
+
+
+def _standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std = np.where(std == 0, 1.0, std)
+    return [(a - mean) / std for a in (train, *others)]
+
+
+def circles_data(params: Mapping[str, int]) -> Data:
+    """The lecture's data (same as tests/helpers.py ``lecture_circles``)."""
+    from sklearn.datasets import make_circles
+    from sklearn.model_selection import train_test_split
+
+    X, y = make_circles(n_samples=200, factor=0.5, noise=0.08, random_state=1)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    X_tr, X_te = _standardize(X_tr, X_te)
+    return Data(X_tr, y_tr, X_te, y_te)
+
+
+def digits_data(params: Mapping[str, int]) -> Data:
+    """scikit-learn's 8x8 digits (1797 images), pixels / 16, 75/25 stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X / 16.0, y, test_size=0.25, random_state=0, stratify=y)
+    return Data(X_tr, y_tr, X_te, y_te)
+
+
+def breast_cancer_data(params: Mapping[str, int]) -> Data:
+    """Wisconsin breast cancer (569 x 30), 60/20/20 train/validation/test, stratified, standardized."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    X_tr, X_va, y_tr, y_va = train_test_split(X_tr, y_tr, test_size=0.25, random_state=0, stratify=y_tr)
+    X_tr, X_va, X_te = _standardize(X_tr, X_va, X_te)
+    return Data(X_tr, y_tr, X_te, y_te, X_va, y_va)
+
+
+def diabetes_data(params: Mapping[str, int]) -> Data:
+    """Diabetes progression (442 x 10), 75/25 split; features and target standardized on train.
+
+    Errors are reported in the target's units (``y_scale`` = the target's std).
+    """
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_diabetes(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=0)
+    X_tr, X_te = _standardize(X_tr, X_te)
+    mean, std = y_tr.mean(), y_tr.std()
+    return Data(X_tr, (y_tr - mean) / std, X_te, (y_te - mean) / std, y_scale=float(std))
+
+
+def synthetic_data(params: Mapping[str, int]) -> Data:
+    """MNIST-shaped random data: ``n`` samples of ``inputs`` N(0, 1) features, ``classes`` labels."""
+    rng = np.random.default_rng(0)
+    n, d, k = params["n"], params["inputs"], params["classes"]
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = rng.integers(0, k, size=n)
+    return Data(X, y, X[: params["batch"]], y[: params["batch"]])
+
+
+# ---- the workloads ---------------------------------------------------------------
+
+CACHE_ENV = "BENCH_DATA_CACHE"
+"""Environment variable naming a directory where loaded data sets are kept as ``.npz``."""
+
+THROUGHPUT_STEPS = 8
+"""Steps per epoch of the speed-only workloads (an epoch is one timed block)."""
+
+
+def synthetic_workload(name: str, description: str, layer_sizes: tuple[int, ...], batch: int) -> Workload:
+    params = {"n": batch * THROUGHPUT_STEPS, "inputs": layer_sizes[0], "classes": layer_sizes[-1], "batch": batch}
+    return Workload(name, description, layer_sizes, "categorical_crossentropy", synthetic_data,
+                    {"epochs": 1, "batch_size": batch, "learning_rate": 0.01},
+                    {"hidden_activation": "relu", "initializer": "he_normal"},
+                    speed_only=True, params=params)
+
+
+WORKLOADS: dict[str, Workload] = {
+    "circles": Workload(
+        "circles", "the lecture's experiment: make_circles, ReLU, sigmoid + BCE, lr 0.3 decay 0.95",
+        (2, 4, 4, 1), "binary_crossentropy", circles_data,
+        {"epochs": 150, "batch_size": 32, "learning_rate": 0.3, "lr_decay": 0.95},
+        {"hidden_activation": "relu", "initializer": "he_normal"}),
+    "digits": Workload(
+        "digits", "scikit-learn's 8x8 digits, ReLU, softmax + cross-entropy, momentum 0.9",
+        (64, 128, 128, 10), "categorical_crossentropy", digits_data,
+        {"epochs": 30, "batch_size": 128, "learning_rate": 0.05, "momentum": 0.9},
+        {"hidden_activation": "relu", "initializer": "he_normal"}, loss_curves=True),
+    "breast_cancer": Workload(
+        "breast_cancer", "binary, L2 1e-3, dropout 0.2, early stopping (patience 10) on a validation split",
+        (30, 16, 8, 1), "binary_crossentropy", breast_cancer_data,
+        {"epochs": 150, "batch_size": 64, "learning_rate": 0.05, "momentum": 0.9,
+         "early_stopping": EarlyStopping(patience=10)},
+        {"hidden_activation": "relu", "initializer": "he_normal", "l2": 1e-3, "dropout": 0.2}),
+    "diabetes": Workload(
+        "diabetes", "regression on scikit-learn's diabetes data, MSE (errors in the target's units)",
+        (10, 32, 16, 1), "mse", diabetes_data,
+        {"epochs": 60, "batch_size": 64, "learning_rate": 0.01, "momentum": 0.9},
+        {"hidden_activation": "relu", "initializer": "he_normal"}),
+    "throughput": synthetic_workload("throughput", "synthetic MNIST-shaped data, speed only",
+                             (784, 1024, 1024, 10), 256),
+}
+"""The workloads of the benchmark, in report order."""
+
+SWEEPS: dict[str, tuple[int, ...]] = {
+    "width": (64, 128, 256, 512, 1024, 2048),
+    "batch": (16, 32, 64, 128, 256, 512, 1024),
+    "depth": (1, 2, 4, 8),
+}
+"""Scaling sweeps (full profile): the values of each swept parameter."""
+
+
+def sweep_workload(kind: str, value: int) -> Workload:
+    """A speed-only MNIST-shaped workload with one parameter swept.
+
+    Defaults: two hidden layers of width 256, batch 256.
+    """
+    width, batch, depth = 256, 256, 2
+    if kind == "width":
+        width = value
+    elif kind == "batch":
+        batch = value
+    elif kind == "depth":
+        depth = value
+    else:
+        raise ValueError(f"unknown sweep {kind!r}; expected one of {sorted(SWEEPS)}")
+    sizes = (784, *([width] * depth), 10)
+    return synthetic_workload(f"sweep_{kind}", f"scaling: {kind} = {value}", sizes, batch)
+
+
+def get(name: str, params: Mapping[str, int] | None = None) -> Workload:
+    """The workload ``name``; ``sweep_<kind>`` with ``params={"value": v}`` builds a sweep point."""
+    if name.startswith("sweep_"):
+        if not params or "value" not in params:
+            raise ValueError(f"{name} needs params={{'value': ...}}")
+        return sweep_workload(name.removeprefix("sweep_"), int(params["value"]))
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; expected one of {sorted(WORKLOADS)}")
+    return WORKLOADS[name]
+
+
+def register(workload: Workload) -> None:
+    """Add a workload (used by plugins, e.g. the harness tests' fake workload)."""
+    WORKLOADS[workload.name] = workload
