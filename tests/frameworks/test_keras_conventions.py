@@ -1,0 +1,485 @@
+"""Keras 3 defaults that differ from the spec, pinned with the measured difference, and the mapping that fixes each.
+
+Runs on the backend of the process (``KERAS_BACKEND``, default TensorFlow); where a default
+depends on the backend, the expectation says so.  The last tests run the equivalence suite
+on the JAX and torch backends in subprocesses (a backend is fixed at keras's first import).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from impls import EarlyStopping, MLPSpec, TrainConfig, batch_order, create
+from tests.helpers import random_params, random_problem
+
+keras = pytest.importorskip("keras")
+keras_mlp = pytest.importorskip("impls.keras_mlp")
+ops = keras.ops
+
+BACKEND = keras.backend.backend()
+ROOT = Path(__file__).resolve().parents[2]
+# Keras's mean-based losses compute float64 in float32 on JAX (test_keras_mean_losses_are_float32_on_jax...)
+NATIVE_LOSS_REL = 1e-6 if BACKEND == "jax" else 1e-14
+needs_float64 = pytest.mark.skipif(
+    BACKEND == "torch", reason="Keras on torch computes float64 in float32 "
+    "(test_torch_backend_matmul_computes_float64_in_float32)")
+
+
+def grad(f, x: np.ndarray, dtype: str = "float64") -> np.ndarray:
+    """Gradient of ``sum(f(v))`` at ``x`` through the backend's autodiff."""
+    with keras_mlp.floatx(dtype):
+        v = keras.Variable(np.asarray(x, dtype=dtype), dtype=dtype)
+    _, (g,) = keras_mlp.value_and_gradients(lambda: ops.sum(f(v.value)), [v])
+    return np.asarray(ops.convert_to_numpy(g))
+
+
+@pytest.fixture(autouse=True)
+def _float64_on_jax():
+    keras_mlp.enable_float64()  # the tests below use float64 keras tensors directly
+
+
+# ---- batch order -------------------------------------------------------------------
+
+
+class Recorder(keras.layers.Layer):
+    """Identity layer that records the first feature of every training batch (eager runs only)."""
+
+    def __init__(self, seen: list, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.record = seen.append  # a list attribute would be replaced by Keras's tracked copy
+
+    def call(self, x, training=False):
+        if training:
+            self.record(np.asarray(ops.convert_to_numpy(x))[:, 0].astype(int).tolist())
+        return x
+
+
+def test_keras_fit_shuffles_itself_and_validation_split_takes_the_last_samples_unshuffled():
+    """Default: fit(shuffle=True) reorders with Keras's RNG; validation_split holds out the LAST 25%."""
+    seen: list = []
+    model = keras.Sequential([keras.Input((1,)), Recorder(seen), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e-9), loss="mse", run_eagerly=True)
+    X = np.arange(16, dtype="float32")[:, None]
+    keras.utils.set_random_seed(0)
+    model.fit(X, np.zeros((16, 1)), batch_size=12, epochs=1, validation_split=0.25, verbose=0)
+    assert sorted(seen[0]) == list(range(12)), "the held-out samples are 12..15, the last ones"
+    assert seen[0] != list(range(12)), "Keras shuffled the training samples"
+
+
+def test_fit_serves_the_spec_batch_order_through_the_py_dataset(monkeypatch):
+    """The mapping: SpecBatches yields batch_order's batches per epoch, last partial batch kept."""
+    served = []
+    original = keras_mlp.SpecBatches.__getitem__
+
+    def recording(self, index):
+        served.append((self.epoch, index))
+        return original(self, index)
+
+    monkeypatch.setattr(keras_mlp.SpecBatches, "__getitem__", recording)
+    spec = MLPSpec((3, 4, 1), "tanh", "mse")
+    X, y = random_problem(spec, 11, 0)
+    X[:, 0] = np.arange(11)
+    model = create("keras", spec)
+    config = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-9, seed=5)
+    model.fit(X, y, config)
+    # Keras may peek at batches before training (TensorFlow infers the signature); the tail is the training
+    assert served[-9:] == [(e, i) for e in (1, 2, 3) for i in range(3)]
+    dataset = keras_mlp.SpecBatches(X, y[:, None], config)
+    for epoch in (1, 2, 3):
+        dataset.start_epoch(epoch)
+        for index, idx in enumerate(batch_order(11, 4, 5, epoch)):
+            np.testing.assert_array_equal(dataset[index][0], X[idx])
+    assert len(dataset[2][0]) == 3, "last partial batch kept"
+
+
+def test_py_dataset_on_epoch_end_is_called_once_more_than_there_are_epochs():
+    """Why the epoch comes from fit's callback: fit calls on_epoch_end once before the first epoch too."""
+
+    class Counting(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends = 0
+
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index):
+            return np.ones((2, 1)), np.zeros((2, 1))
+
+        def on_epoch_end(self) -> None:
+            self.ends += 1
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    data = Counting()
+    model.fit(data, epochs=3, verbose=0)
+    assert data.ends == 4
+
+
+# ---- penalty -----------------------------------------------------------------------
+
+
+def test_keras_l2_is_twice_the_spec_penalty_and_l2_half_maps_it():
+    W = np.random.default_rng(0).normal(size=(4, 3))
+    spec_penalty = 0.5 * 0.25 * np.sum(W**2)
+    # 0.25 is exact in float32 too (see the next test for other factors on TensorFlow)
+    keras_l2 = float(ops.convert_to_numpy(keras.regularizers.L2(0.25)(ops.convert_to_tensor(W))))
+    assert keras_l2 == pytest.approx(2 * spec_penalty, rel=1e-14)
+    mapped = keras_mlp.penalty_regularizer(MLPSpec((4, 3), l2=0.25))
+    assert float(ops.convert_to_numpy(mapped(ops.convert_to_tensor(W)))) == pytest.approx(spec_penalty, rel=1e-14)
+    both = keras_mlp.penalty_regularizer(MLPSpec((4, 3), l1=0.03, l2=0.25))
+    expected = 0.03 * np.abs(W).sum() + spec_penalty
+    assert float(ops.convert_to_numpy(both(ops.convert_to_tensor(W)))) == pytest.approx(expected, rel=1e-14)
+
+
+def test_keras_l2_factor_is_float32_rounded_on_tensorflow_the_mapping_is_exact():
+    """L2 multiplies by ops.cast(python float, float64), which goes through float32 on TensorFlow."""
+    W = ops.convert_to_tensor(np.ones((2, 2)), dtype="float64")
+    native = float(ops.convert_to_numpy(keras.regularizers.L2(0.9)(W)))
+    assert native == pytest.approx(4 * (float(np.float32(0.9)) if BACKEND == "tensorflow" else 0.9), rel=1e-15)
+    assert float(ops.convert_to_numpy(keras_mlp.ExactL2(0.9)(W))) == pytest.approx(3.6, rel=1e-15)
+    assert float(ops.convert_to_numpy(keras_mlp.SignL1(0.9)(W))) == pytest.approx(3.6, rel=1e-15)
+
+
+def test_l1_gradient_at_zero_is_zero_after_mapping():
+    """keras.regularizers.L1 differentiates |w| with the backend's abs: JAX gives 1 at w = 0, the spec 0."""
+    w = np.array([0.0, -2.0, 3.0])
+    native = grad(keras.regularizers.L1(1.0), w)
+    assert native[0] == (1.0 if BACKEND == "jax" else 0.0)
+    np.testing.assert_array_equal(grad(keras_mlp.SignL1(1.0), w), [0.0, -1.0, 1.0])
+
+
+@needs_float64
+def test_fit_loss_includes_the_penalty():
+    """Keras's compute_loss adds model.losses (the regularizers) to the loss fit reports."""
+    spec = MLPSpec((3, 4, 1), "tanh", "binary_crossentropy", l1=0.05, l2=0.3)
+    X, y = random_problem(spec, 10, 1)
+    model = create("keras", spec)
+    model.set_params(random_params(spec, 2))
+    before = model.loss(X, y)
+    no_penalty = create("keras", MLPSpec((3, 4, 1), "tanh", "binary_crossentropy"))
+    no_penalty.set_params(random_params(spec, 2))
+    assert before - no_penalty.loss(X, y) > 0.1
+    history = model.fit(X, y, TrainConfig(epochs=1, batch_size=None, learning_rate=0.1))
+    assert history.loss[0] == pytest.approx(before, rel=1e-12), "full batch, pre-update, penalty included"
+
+
+# ---- losses ------------------------------------------------------------------------
+
+
+@needs_float64
+def test_probability_losses_clip_at_epsilon_logit_losses_do_not():
+    """BCE on probabilities clips at 1e-7: at logit 20 with label 0 the loss is -log(1e-7) = 16.1, not 20."""
+    z = np.array([[20.0]])
+    y = np.array([[0.0]])
+    exact = float(np.logaddexp(0, 20.0))
+    from_probs = keras.losses.BinaryCrossentropy(dtype="float64")(y, 1 / (1 + np.exp(-z)))
+    from_logits = keras.losses.BinaryCrossentropy(from_logits=True, dtype="float64")(y, z)
+    assert float(ops.convert_to_numpy(from_probs)) == pytest.approx(-np.log(1e-7), rel=1e-6)
+    assert exact - float(ops.convert_to_numpy(from_probs)) > 3.8
+    assert float(ops.convert_to_numpy(from_logits)) == pytest.approx(exact, rel=NATIVE_LOSS_REL)
+
+
+@needs_float64
+def test_loss_reductions_are_the_spec_means():
+    """sum_over_batch_size: BCE/MSE/MAE average over every element, CCE over samples."""
+    rng = np.random.default_rng(0)
+    z, Y = rng.normal(size=(5, 3)), rng.integers(0, 2, size=(5, 3)).astype(float)
+    onehot = np.eye(3)[rng.integers(0, 3, size=5)]
+
+    def value(loss, y, logits):
+        return float(ops.convert_to_numpy(loss(y, logits)))
+
+    assert value(keras.losses.BinaryCrossentropy(from_logits=True, dtype="float64"), Y, z) == pytest.approx(
+        np.mean(np.logaddexp(0, z) - Y * z), rel=NATIVE_LOSS_REL)
+    log_softmax = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    assert value(keras.losses.CategoricalCrossentropy(from_logits=True, dtype="float64"), onehot, z) == (
+        pytest.approx(-np.sum(onehot * log_softmax) / 5, rel=NATIVE_LOSS_REL))
+    mse, mae = keras.losses.MeanSquaredError(dtype="float64"), keras.losses.MeanAbsoluteError(dtype="float64")
+    assert value(mse, Y, z) == pytest.approx(np.mean((z - Y) ** 2), rel=NATIVE_LOSS_REL)
+    assert value(mae, Y, z) == pytest.approx(np.mean(np.abs(z - Y)), rel=NATIVE_LOSS_REL)
+
+
+@needs_float64
+def test_keras_mean_losses_are_float32_on_jax_the_mapping_is_exact():
+    """BinaryCrossentropy/MSE/MAE average the last axis with ops.mean: float32 arithmetic on JAX for float64."""
+    z, y = np.array([[0.3], [1.7]]), np.array([[1.0], [0.0]])
+    exact = np.mean(np.logaddexp(0, z) - y * z)
+    native = float(ops.convert_to_numpy(keras.losses.BinaryCrossentropy(from_logits=True, dtype="float64")(y, z)))
+    if BACKEND == "jax":
+        assert abs(native - exact) / exact > 1e-9
+    else:
+        assert native == pytest.approx(exact, rel=1e-14)
+    for loss, expected in (("binary_crossentropy", exact), ("mse", np.mean((z - y) ** 2)),
+                           ("mae", np.mean(np.abs(z - y)))):
+        mapped = keras_mlp.ElementwiseMean(loss, "float64")(y, z)
+        assert float(ops.convert_to_numpy(mapped)) == pytest.approx(expected, rel=1e-14), loss
+
+
+# ---- dtype -------------------------------------------------------------------------
+
+
+@needs_float64
+def test_keras_computes_in_floatx_unless_told_and_the_model_restores_floatx():
+    """Losses, optimizer learning rates and metrics default to floatx (float32), even on float64 inputs."""
+    assert keras.config.floatx() == "float32"
+    z = np.array([[0.3]])
+    assert ops.convert_to_numpy(keras.losses.BinaryCrossentropy(from_logits=True)(z * 0, z)).dtype == np.float32
+    assert ops.convert_to_numpy(keras.losses.BinaryCrossentropy(from_logits=True, dtype="float64")(z * 0, z)).dtype \
+        == np.float64
+    assert keras.optimizers.SGD(0.1).learning_rate.dtype == "float32"
+    assert keras.metrics.Mean().dtype == "float32"
+    with keras_mlp.floatx("float64"):
+        assert keras.optimizers.SGD(0.1).learning_rate.dtype == "float64"
+        assert keras.metrics.Mean().dtype == "float64"
+    model = create("keras", MLPSpec((3, 4, 1), dtype="float64"))
+    assert keras.config.floatx() == "float32", "floatx restored after construction"
+    assert all(v.dtype == "float64" for v in model.model.weights)
+    assert model.model.optimizer.learning_rate.dtype == "float64"
+    assert model.model.layers[1].dtype_policy.compute_dtype == "float64", "the Activation layer computes in float64"
+
+
+def test_gradients_are_float64_for_float64_models():
+    spec = MLPSpec((3, 4, 2), "relu", "mse", dtype="float64")
+    X, y = random_problem(spec, 5, 0)
+    grads = create("keras", spec).gradients(X, y)
+    assert all(g.dtype == np.float64 for pair in grads for g in pair)
+
+
+# ---- initializers ------------------------------------------------------------------
+
+
+@needs_float64
+def test_keras_he_and_glorot_normal_are_truncated_the_mapping_is_not():
+    """HeNormal cuts at 2 (corrected) std: max|w| <= 2 std; the spec's plain normal exceeds 4 std in 400k draws."""
+    shape = (400, 1000)
+    for native, std in ((keras.initializers.HeNormal(seed=1), np.sqrt(2 / 400)),
+                        (keras.initializers.GlorotNormal(seed=1), np.sqrt(2 / 1400))):
+        W = np.asarray(ops.convert_to_numpy(native(shape, dtype="float64")))
+        assert W.std() == pytest.approx(std, rel=0.02), "std-corrected: the std is still the formula's"
+        assert np.abs(W).max() <= 2 * std / 0.87962566103423978 + 1e-12
+    spec = MLPSpec((400, 1000), initializer="he_normal")
+    W = np.asarray(ops.convert_to_numpy(keras_mlp.kernel_initializer(spec, 0, 1)(shape, dtype="float64")))
+    assert np.abs(W).max() > 4 * np.sqrt(2 / 400)
+
+
+def test_ops_tanh_is_float32_on_jax_the_mapping_keeps_float64():
+    """Keras promotes with result_type, which maps 64-bit to 32-bit off TensorFlow: ops.tanh(float64) on JAX."""
+    z = np.array([-30.0, -2.0, -1e-9, 0.0, 1e-9, 0.5, 3.0])
+    assert keras_mlp.tanh_keeps_float64() is (BACKEND != "jax")
+    t = np.asarray(ops.convert_to_numpy(keras_mlp.float64_tanh(ops.convert_to_tensor(z))))
+    np.testing.assert_allclose(t, np.tanh(z), rtol=1e-15, atol=0)
+    # at -30, 1 - tanh**2 rounds to 0 in float64 while the derivative is 3.5e-26: an absolute tolerance
+    np.testing.assert_allclose(grad(keras_mlp.float64_tanh, z), 1 - np.tanh(z) ** 2, rtol=1e-14, atol=1e-20)
+
+
+# ---- activations at the kink ---------------------------------------------------------
+
+
+def test_activation_derivatives_at_zero_take_the_left_branch():
+    """Native leaky_relu on JAX has derivative 1 at 0 (jnp.where(z >= 0, ...)); the spec takes the slope."""
+    z = np.array([0.0, -1.0, 1.0])
+    native = grad(lambda t: keras.activations.leaky_relu(t, negative_slope=0.1), z)
+    assert native[0] == pytest.approx(1.0 if BACKEND == "jax" else 0.1)
+    for name, expected in (("relu", 0.0), ("leaky_relu", 0.1), ("elu", 0.7)):
+        act = keras_mlp.hidden_activation(MLPSpec((1, 1, 1), name, leaky_slope=0.1, elu_alpha=0.7))
+        assert grad(act, z)[0] == pytest.approx(expected, rel=1e-15), name
+
+
+# ---- SGD ---------------------------------------------------------------------------
+
+
+def sgd_two_steps(momentum: float, lr1: float, lr2: float) -> float:
+    """w after two SGD steps on gradient 1 from w = 0, the rate changed between them (float64)."""
+    with keras_mlp.floatx("float64"):
+        w = keras.Variable(np.zeros(1), dtype="float64")
+        optimizer = keras.optimizers.SGD(learning_rate=lr1, momentum=momentum)
+    optimizer.apply_gradients([(ops.ones((1,), dtype="float64"), w)])
+    optimizer.learning_rate = lr2
+    optimizer.apply_gradients([(ops.ones((1,), dtype="float64"), w)])
+    return float(np.asarray(ops.convert_to_numpy(w))[0])
+
+
+def test_keras_sgd_momentum_is_the_spec_formula_with_a_float32_momentum_unless_float64():
+    """v <- mu v - lr g; w <- w + v (velocity stores lr-scaled steps): w2 = -lr1 - (mu lr1 + lr2).
+
+    A Python-float momentum reaches the update through ops.cast, i.e. float32, on TensorFlow
+    (0.9 -> 0.8999999761581421, 2.6e-8 relative); KerasMLP passes numpy.float64.
+    """
+    exact = -0.5 - (0.9 * 0.5 + 0.1)
+    assert sgd_two_steps(np.float64(0.9), 0.5, 0.1) == pytest.approx(exact, rel=1e-15)
+    python_float = sgd_two_steps(0.9, 0.5, 0.1)
+    if BACKEND != "tensorflow":
+        assert python_float == pytest.approx(exact, rel=1e-15)
+    else:
+        assert python_float == pytest.approx(-0.5 - (float(np.float32(0.9)) * 0.5 + 0.1), rel=1e-15)
+        assert abs(python_float - exact) > 1e-9
+
+
+# ---- epoch loss ----------------------------------------------------------------------
+
+
+@needs_float64
+def test_epoch_loss_is_the_batch_size_weighted_mean_of_pre_update_objectives():
+    """Keras's loss tracker weights each batch's loss by its size (23 = 5+5+5+5+3): the spec's epoch loss."""
+    spec = MLPSpec((3, 5, 2), "tanh", "binary_crossentropy", l2=0.01)
+    X, y = random_problem(spec, 23, 3)
+    config = TrainConfig(epochs=1, batch_size=5, learning_rate=0.4, seed=11)
+    fitted, stepped = create("keras", spec), create("keras", spec)
+    history = fitted.fit(X, y, config)
+    batches = batch_order(23, 5, 11, 1)
+    losses = [stepped.train_step(X[i], y[i], 0.4) for i in batches]
+    assert history.loss[0] == pytest.approx(np.average(losses, weights=[len(i) for i in batches]), rel=1e-12)
+    assert history.loss[0] != pytest.approx(np.mean(losses), rel=1e-6), "unweighted would differ"
+
+
+# ---- early stopping ----------------------------------------------------------------
+
+
+def test_keras_early_stopping_defaults_and_min_delta_comparison():
+    """Default restore_best_weights=False (spec: restore); Keras tests val + min_delta < best."""
+    assert keras.callbacks.EarlyStopping().restore_best_weights is False
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", min_delta=0.1)
+    stopper._set_monitor_op()
+    spec_rule = EarlyStopping(min_delta=0.1)
+    for value in (0.5, 0.85, 0.95, 1.0, 1.2):
+        assert bool(stopper._is_improvement(value, 1.0)) == spec_rule.improves(value, 1.0), value
+
+
+def test_restore_best_weights_also_restores_when_training_ends_without_stopping():
+    """Keras 3.15 restores in on_train_end whether it stopped early or not, as the spec asks."""
+    spec = MLPSpec((3, 6, 1), "relu", "binary_crossentropy")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(float)
+    model = create("keras", spec, seed=5)
+    model.set_params(random_params(spec, 5, scale=0.3))
+    config = TrainConfig(epochs=4, batch_size=8, learning_rate=0.5, seed=2,
+                         early_stopping=EarlyStopping(patience=10, restore_best=True))
+    history = model.fit(X, y, config, validation=(X, 1 - y))
+    assert history.stopped_epoch is None and history.epochs_run == 4
+    assert history.best_epoch == 1
+    assert model.loss(X, 1 - y) == pytest.approx(history.val_loss[0], rel=1e-12)
+
+
+# ---- dropout -----------------------------------------------------------------------
+
+
+def test_keras_dropout_is_inverted_seeded_and_off_at_inference():
+    x = np.ones((50, 40))
+    out = np.asarray(ops.convert_to_numpy(keras.layers.Dropout(0.25, seed=3, dtype="float64")(x, training=True)))
+    assert set(np.unique(out)) == {0.0, 1 / 0.75}
+    again = np.asarray(ops.convert_to_numpy(keras.layers.Dropout(0.25, seed=3, dtype="float64")(x, training=True)))
+    np.testing.assert_array_equal(out, again)
+    np.testing.assert_array_equal(ops.convert_to_numpy(keras.layers.Dropout(0.25, seed=3)(x, training=False)), x)
+
+
+def test_training_with_dropout_is_deterministic_per_seed():
+    spec = MLPSpec((3, 8, 1), "tanh", "mse", dropout=0.5)
+    X, y = random_problem(spec, 16, 0)
+    config = TrainConfig(epochs=2, batch_size=4, learning_rate=0.1)
+    runs = [create("keras", spec, seed=s).fit(X, y, config).loss for s in (1, 1, 2)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+# ---- modes -------------------------------------------------------------------------
+
+
+def test_jit_compile_auto_means_per_backend():
+    """auto: TensorFlow on CPU no XLA (tf.function graph), JAX jax.jit, torch eager; the jit mode forces it."""
+    spec = MLPSpec((3, 4, 1))
+    assert create("keras", spec).model.jit_compile is (BACKEND == "jax")
+    jit = create("keras", spec, mode="jit").model
+    assert jit.jit_compile is True and jit.steps_per_execution > 1
+
+
+@needs_float64
+def test_jit_mode_trains_like_default():
+    """XLA and several batches per call: the same run (23 samples, batches of 5: a partial execution too)."""
+    spec = MLPSpec((3, 5, 2), "tanh", "binary_crossentropy", l2=0.01)
+    X, y = random_problem(spec, 23, 3)
+    config = TrainConfig(epochs=2, batch_size=5, learning_rate=0.4, momentum=0.5, seed=11)
+    results = []
+    for mode in ("default", "jit"):
+        model = create("keras", spec, mode=mode)
+        model.set_params(random_params(spec, 4))
+        results.append((model.fit(X, y, config).loss, model.get_params()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+    for (W, b), (W2, b2) in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(W, W2, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(b, b2, rtol=1e-12, atol=1e-14)
+
+
+# ---- other backends ----------------------------------------------------------------
+
+
+def run_on_backend(backend: str, args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, KERAS_BACKEND=backend, MLP_REQUIRE_ALL="1")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_jax_float64_needs_x64_mode():
+    """Keras does not enable JAX's 64-bit mode: a float64 variable silently holds float32 (hence enable_float64)."""
+    pytest.importorskip("jax")
+    code = ("import keras, numpy; print(keras.Variable(numpy.zeros(1), dtype='float64').value.dtype); "
+            "from impls.keras_mlp import KerasMLP; from impls import MLPSpec; "
+            "print(KerasMLP(MLPSpec((2, 1))).model.weights[0].value.dtype)")
+    result = run_on_backend("jax", ["-c", code], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["float32", "float64"]
+
+
+COMBINATIONS = "(relu-binary_crossentropy or leaky_relu-mse or elu-categorical_crossentropy or sigmoid-mae" \
+    " or tanh-binary_crossentropy)"
+BACKEND_SUBSET = {
+    # JAX runs each new shape op by op through XLA's compiler: two pairs keep the run to minutes
+    "jax": (
+        "keras and (test_gradients_and_loss_match_the_reference and (tanh-binary_crossentropy or leaky_relu-mse)"
+        " or test_whole_training_runs_match_the_reference and multiclass-tanh"
+        " or test_predictions_match_the_reference and float64"
+        " or test_early_stopped_runs_match_the_reference)"
+    ),
+    # float64 is out of reach on torch (see the next test): float32 only
+    "torch": (
+        f"keras and float32 and (test_gradients_and_loss_match_the_reference and {COMBINATIONS}"
+        " or test_predictions_match_the_reference)"
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_equivalence_holds_on_other_backends(backend):
+    """A subset of the equivalence suite on another Keras backend: gradients for every regularizer and
+    predictions (JAX: two activation/loss pairs, both dtypes, plus a whole training run and early stopping;
+    torch: five pairs, float32 only)."""
+    pytest.importorskip(backend)
+    if backend == BACKEND:
+        pytest.skip(f"this process already runs the suite on {backend}")
+    result = run_on_backend(backend, ["-m", "pytest", "tests/test_equivalence.py", "-q", "-x", "-p",
+                                      "no:cacheprovider", "-k", BACKEND_SUBSET[backend]])
+    assert result.returncode == 0, result.stdout[-5000:]
+    summary = result.stdout.strip().splitlines()[-1]  # e.g. "93 passed, 669 deselected in 120.5s"
+    assert re.match(r"\d+ passed, \d+ deselected", summary), summary
+
+
+def test_torch_backend_matmul_computes_float64_in_float32():
+    """Known limitation: Keras's result_type maps float64 to float32 off TensorFlow, and the torch backend's
+    matmul computes and returns that type: float64 Dense layers compute in float32 on torch (~1e-8 relative)."""
+    pytest.importorskip("torch")
+    code = ("import keras, numpy as np; from keras import ops; rng = np.random.default_rng(0); "
+            "a, b = rng.normal(size=(4, 30)), rng.normal(size=(30, 3)); "
+            "out = ops.convert_to_numpy(ops.matmul(ops.convert_to_tensor(a), ops.convert_to_tensor(b))); "
+            "print(out.dtype, np.abs(out - a @ b).max() / np.abs(a @ b).max())")
+    result = run_on_backend("torch", ["-c", code], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    dtype, error = result.stdout.split()[-2:]
+    assert dtype == "float32" and float(error) > 1e-9
