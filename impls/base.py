@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from impls.spec import MLPSpec, Params, TrainConfig, batch_order
+from impls.spec import MLPSpec, Optimizer, Params, TrainConfig, batch_order
 
 
 @dataclass
@@ -109,12 +109,13 @@ class MLP(ABC):
         """Gradient of :meth:`_loss` with the same masks, canonical layout."""
 
     @abstractmethod
-    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, momentum: float) -> float:
-        """One SGD update on one batch, dropout active; returns the batch objective before the update."""
+    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, optimizer: Optimizer) -> float:
+        """One update by ``optimizer`` (:class:`~impls.spec.SGD` or :class:`~impls.spec.Adam`) on one batch,
+        dropout active; returns the batch objective before the update."""
 
     @abstractmethod
     def reset_optimizer(self) -> None:
-        """Forget optimizer state (momentum velocities)."""
+        """Forget optimizer state (momentum velocities, Adam's moments and step count)."""
 
     def native_params(self) -> object:
         """The parameters as the framework's own object (a ``state_dict``, a Keras weight list, a pytree).
@@ -173,10 +174,14 @@ class MLP(ABC):
         masks = self.spec.check_dropout_masks(dropout_masks, X.shape[0])
         return self._gradients(X, Y, masks)
 
-    def train_step(self, X: object, y: object, learning_rate: float, momentum: float = 0.0) -> float:
-        """One SGD step on the batch ``(X, y)``; returns the batch objective before the step."""
+    def train_step(self, X: object, y: object, learning_rate: float, momentum: float = 0.0,
+                   optimizer: Optimizer | None = None) -> float:
+        """One step on the batch ``(X, y)``: SGD with ``momentum``, or ``optimizer``; returns the
+        batch objective before the step.  Optimizer state carries over between calls (see
+        :meth:`reset_optimizer`)."""
         X, Y = self.spec.check_Xy(X, y)
-        return float(self._train_step(X, Y, learning_rate, momentum))
+        rule = TrainConfig(learning_rate=learning_rate, momentum=momentum, optimizer=optimizer).optimizer
+        return float(self._train_step(X, Y, learning_rate, rule))
 
     def accuracy(self, X: object, y: object) -> float:
         """Classification accuracy of :meth:`forward` on ``(X, y)``."""
@@ -192,20 +197,20 @@ class MLP(ABC):
         """
         return X, Y
 
-    def _run_epoch(self, X, Y, batches: list[np.ndarray], learning_rate: float, momentum: float) -> float:
+    def _run_epoch(self, X, Y, batches: list[np.ndarray], learning_rate: float, optimizer: Optimizer) -> float:
         """Train on every batch of an epoch (``X``, ``Y`` from :meth:`_prepare_data`).
 
         Returns the batch-size-weighted mean objective.
         """
         total = 0.0
         for idx in batches:
-            total += self._train_step(X[idx], Y[idx], learning_rate, momentum) * len(idx)
+            total += self._train_step(X[idx], Y[idx], learning_rate, optimizer) * len(idx)
         return total / X.shape[0]
 
     def fit(self, X: object, y: object, config: TrainConfig,
             validation: tuple[object, object] | None = None,
             on_epoch_end: Callable[[int, History], None] | None = None) -> History:
-        """Train with mini-batch SGD as the spec defines it; returns the :class:`History`.
+        """Train with mini-batches as the spec defines it (``config.optimizer``); returns the :class:`History`.
 
         ``validation=(X_val, y_val)`` is required by early stopping.  ``on_epoch_end``
         is called after each epoch with the epoch number and the history so far.
@@ -223,7 +228,7 @@ class MLP(ABC):
             lr = config.learning_rate_at(epoch)
             batches = batch_order(X.shape[0], config.batch_size, config.seed, epoch, config.shuffle)
             start = time.perf_counter()
-            epoch_loss = self._run_epoch(*data, batches, lr, config.momentum)
+            epoch_loss = self._run_epoch(*data, batches, lr, config.optimizer)
             history.epoch_time.append(time.perf_counter() - start)
             check_finite_loss(epoch_loss, epoch, lr)
             history.loss.append(float(epoch_loss))

@@ -3,8 +3,9 @@
 The model is a list of ``(W, b)`` pairs in the canonical layout (``W: (fan_in, fan_out)``,
 ``b: (fan_out,)``), the same pytree stax-style ``init``/``apply`` functions pass around.
 Gradients come from :func:`jax.value_and_grad`; a training step is one :func:`jax.jit`
--compiled function ``(params, velocity, X, Y, lr, momentum, key) -> (params, velocity, loss)``
-with the learning rate and momentum traced, so a decaying rate does not recompile.
+-compiled function ``(params, optimizer state, X, Y, lr, hyper-parameters, key) -> (params, state,
+loss)`` with the learning rate and the optimizer's hyper-parameters traced, so a decaying rate
+does not recompile; the update rule (SGD with momentum, or Adam) is static.
 The ``scan`` mode runs the epoch's full batches in one compiled :func:`jax.lax.scan`.
 
 Where JAX's defaults differ from the spec they are mapped here:
@@ -35,7 +36,7 @@ from jax import lax
 from jax.nn import initializers
 
 from impls.base import MLP
-from impls.spec import MLPSpec, Params
+from impls.spec import Adam, MLPSpec, Optimizer, Params
 
 JaxParams = list[tuple[jax.Array, jax.Array]]
 """Parameters as a pytree of JAX arrays: one ``(W (fan_in, fan_out), b (fan_out,))`` pair per layer."""
@@ -171,66 +172,91 @@ def sample_dropout_scales(spec: MLPSpec, key: jax.Array, n: int, dtype: Any) -> 
             for k, width, p in zip(keys, spec.hidden_sizes, spec.dropout_rates)]
 
 
-def sgd_step(spec: MLPSpec, params: JaxParams, velocity: JaxParams, X: jax.Array, Y: jax.Array,
-             lr: jax.Array | float, momentum: jax.Array | float,
-             key: jax.Array) -> tuple[JaxParams, JaxParams, jax.Array]:
-    """One SGD-with-momentum update on the batch ``X: (n, n_inputs)``, ``Y: (n, n_outputs)``.
+OptState = Any
+"""Optimizer state: the velocity pytree (SGD) or ``(m, v, t)`` (Adam)."""
 
-    Dropout masks are drawn from ``key``.  Returns the new parameters and velocity and
-    the batch objective before the update.
+
+def sgd_update(params: JaxParams, velocity: JaxParams, grads: JaxParams, lr: jax.Array | float,
+               momentum: jax.Array | float) -> tuple[JaxParams, JaxParams]:
+    """The spec's classical momentum: ``v <- mu v - lr g; theta <- theta + v``."""
+    velocity = jax.tree.map(lambda v, g: momentum * v - lr * g, velocity, grads)
+    return jax.tree.map(jnp.add, params, velocity), velocity
+
+
+def adam_update(params: JaxParams, state: tuple[JaxParams, JaxParams, jax.Array], grads: JaxParams,
+                lr: jax.Array | float, beta1: jax.Array | float, beta2: jax.Array | float,
+                epsilon: jax.Array | float) -> tuple[JaxParams, tuple[JaxParams, JaxParams, jax.Array]]:
+    """The spec's Adam (Kingma & Ba, Algorithm 1; epsilon on the bias-corrected ``sqrt(v_hat)``)."""
+    m, v, t = state
+    t = t + 1
+    m = jax.tree.map(lambda m, g: beta1 * m + (1 - beta1) * g, m, grads)
+    v = jax.tree.map(lambda v, g: beta2 * v + (1 - beta2) * g * g, v, grads)
+    correction1, correction2 = 1 - beta1 ** t, 1 - beta2 ** t
+    params = jax.tree.map(lambda p, m, v: p - lr * (m / correction1) / (jnp.sqrt(v / correction2) + epsilon),
+                          params, m, v)
+    return params, (m, v, t)
+
+
+def train_step(spec: MLPSpec, rule: str, params: JaxParams, state: OptState, X: jax.Array, Y: jax.Array,
+               lr: jax.Array | float, hyper: tuple, key: jax.Array) -> tuple[JaxParams, OptState, jax.Array]:
+    """One update on the batch ``X: (n, n_inputs)``, ``Y: (n, n_outputs)``.
+
+    ``rule`` is ``"sgd"`` (``hyper = (momentum,)``) or ``"adam"`` (``hyper = (beta1, beta2,
+    epsilon)``).  Dropout masks are drawn from ``key``.  Returns the new parameters and
+    optimizer state and the batch objective before the update.
     """
     scales = sample_dropout_scales(spec, key, X.shape[0], X.dtype)
     loss, grads = jax.value_and_grad(objective)(params, spec, X, Y, scales)
-    # the spec's classical momentum: v <- mu v - lr g; theta <- theta + v
-    velocity = jax.tree.map(lambda v, g: momentum * v - lr * g, velocity, grads)
-    params = jax.tree.map(jnp.add, params, velocity)
-    return params, velocity, loss
+    if rule == "adam":
+        params, state = adam_update(params, state, grads, lr, *hyper)
+    else:
+        params, state = sgd_update(params, state, grads, lr, *hyper)
+    return params, state, loss
 
 
-def _advance(spec: MLPSpec, params: JaxParams, velocity: JaxParams, key: jax.Array, X: jax.Array,
-             Y: jax.Array, lr: jax.Array | float,
-             momentum: jax.Array | float) -> tuple[JaxParams, JaxParams, jax.Array, jax.Array]:
-    """:func:`sgd_step` with a dropout key split off the model's key; also returns the advanced key.
+def _advance(spec: MLPSpec, rule: str, params: JaxParams, state: OptState, key: jax.Array, X: jax.Array,
+             Y: jax.Array, lr: jax.Array | float, hyper: tuple) -> tuple[JaxParams, OptState, jax.Array, jax.Array]:
+    """:func:`train_step` with a dropout key split off the model's key; also returns the advanced key.
 
     Every mode steps through this function, so they draw the same masks in the same order.
     """
     key, dropout_key = jax.random.split(key)
-    params, velocity, loss = sgd_step(spec, params, velocity, X, Y, lr, momentum, dropout_key)
-    return params, velocity, key, loss
+    params, state, loss = train_step(spec, rule, params, state, X, Y, lr, hyper, dropout_key)
+    return params, state, key, loss
 
 
-# ---- compiled entry points: the spec is static (hashable), everything else traced ---------------
+# ---- compiled entry points: the spec and the rule are static (hashable), everything else traced -------
 
 _predict = jax.jit(predict, static_argnums=0)
 _objective = jax.jit(objective, static_argnums=1)
 _value_and_grad = jax.jit(jax.value_and_grad(objective), static_argnums=1)
-_step = jax.jit(_advance, static_argnums=0)
+_step = jax.jit(_advance, static_argnums=(0, 1))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _step_on_indices(spec: MLPSpec, params: JaxParams, velocity: JaxParams, key: jax.Array, X: jax.Array,
-                 Y: jax.Array, idx: jax.Array, lr: jax.Array | float,
-                 momentum: jax.Array | float) -> tuple[JaxParams, JaxParams, jax.Array, jax.Array]:
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _step_on_indices(spec: MLPSpec, rule: str, params: JaxParams, state: OptState, key: jax.Array,
+                     X: jax.Array, Y: jax.Array, idx: jax.Array, lr: jax.Array | float,
+                     hyper: tuple) -> tuple[JaxParams, OptState, jax.Array, jax.Array]:
     """One step on the batch ``X[idx]`` (``idx: (batch,)``), the gather compiled with the step."""
-    return _advance(spec, params, velocity, key, X[idx], Y[idx], lr, momentum)
+    return _advance(spec, rule, params, state, key, X[idx], Y[idx], lr, hyper)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _scan_steps(spec: MLPSpec, params: JaxParams, velocity: JaxParams, key: jax.Array, X: jax.Array,
-                   Y: jax.Array, idx: jax.Array, lr: jax.Array | float,
-                   momentum: jax.Array | float) -> tuple[JaxParams, JaxParams, jax.Array, jax.Array]:
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _scan_steps(spec: MLPSpec, rule: str, params: JaxParams, state: OptState, key: jax.Array, X: jax.Array,
+                Y: jax.Array, idx: jax.Array, lr: jax.Array | float,
+                hyper: tuple) -> tuple[JaxParams, OptState, jax.Array, jax.Array]:
     """Steps over equal-size batches ``idx: (n_batches, batch)`` in one :func:`lax.scan`.
 
-    Returns the final parameters, velocity and key, and the ``(n_batches,)`` batch objectives.
+    Returns the final parameters, optimizer state and key, and the ``(n_batches,)`` batch objectives.
     """
 
-    def body(carry: tuple[JaxParams, JaxParams, jax.Array],
-             batch: jax.Array) -> tuple[tuple[JaxParams, JaxParams, jax.Array], jax.Array]:
-        params, velocity, key, loss = _advance(spec, *carry, X[batch], Y[batch], lr, momentum)
-        return (params, velocity, key), loss
+    def body(carry: tuple[JaxParams, OptState, jax.Array],
+             batch: jax.Array) -> tuple[tuple[JaxParams, OptState, jax.Array], jax.Array]:
+        params, state, key, loss = _advance(spec, rule, *carry, X[batch], Y[batch], lr, hyper)
+        return (params, state, key), loss
 
-    (params, velocity, key), losses = lax.scan(body, (params, velocity, key), idx)
-    return params, velocity, key, losses
+    (params, state, key), losses = lax.scan(body, (params, state, key), idx)
+    return params, state, key, losses
 
 
 def precision(spec: MLPSpec) -> contextlib.AbstractContextManager[None]:
@@ -300,7 +326,14 @@ class JaxMLP(MLP):
 
     @_in_precision
     def reset_optimizer(self) -> None:
-        self.velocity = jax.tree.map(jnp.zeros_like, self.params)
+        zeros = jax.tree.map(jnp.zeros_like, self.params)
+        self._opt_state = {"sgd": zeros, "adam": (zeros, zeros, jnp.zeros((), self.spec.np_dtype))}
+
+    def _rule(self, optimizer: Optimizer) -> tuple[str, tuple[float, ...]]:
+        """The static rule name and the traced hyper-parameters of ``optimizer``."""
+        if isinstance(optimizer, Adam):
+            return "adam", (optimizer.beta1, optimizer.beta2, optimizer.epsilon)
+        return "sgd", (optimizer.momentum,)
 
     def _scales(self, masks: list[np.ndarray | None]) -> Scales:
         return [None if s is None else jnp.asarray(s) for s in self.spec.dropout_scales(masks)]
@@ -319,10 +352,11 @@ class JaxMLP(MLP):
         return [(np.array(gW), np.array(gb)) for gW, gb in grads]
 
     @_in_precision
-    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, momentum: float) -> float:
-        self.params, self.velocity, self._key, loss = _step(
-            self._static, self.params, self.velocity, self._key, jnp.asarray(X), jnp.asarray(Y),
-            learning_rate, momentum)
+    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, optimizer: Optimizer) -> float:
+        rule, hyper = self._rule(optimizer)
+        self.params, self._opt_state[rule], self._key, loss = _step(
+            self._static, rule, self.params, self._opt_state[rule], self._key, jnp.asarray(X), jnp.asarray(Y),
+            learning_rate, hyper)
         return float(loss)
 
     @_in_precision
@@ -332,20 +366,21 @@ class JaxMLP(MLP):
 
     @_in_precision
     def _run_epoch(self, X: jax.Array, Y: jax.Array, batches: list[np.ndarray], learning_rate: float,
-                   momentum: float) -> float:
+                   optimizer: Optimizer) -> float:
+        rule, hyper = self._rule(optimizer)
         if self.mode == "scan":
             # batch_order's batches all have the first one's size except possibly a shorter last one
             n_full = sum(len(idx) == len(batches[0]) for idx in batches)
-            self.params, self.velocity, self._key, full_losses = _scan_steps(
-                self._static, self.params, self.velocity, self._key, X, Y, np.stack(batches[:n_full]),
-                learning_rate, momentum)
+            self.params, self._opt_state[rule], self._key, full_losses = _scan_steps(
+                self._static, rule, self.params, self._opt_state[rule], self._key, X, Y,
+                np.stack(batches[:n_full]), learning_rate, hyper)
             losses = [full_losses]
             rest = batches[n_full:]
         else:
             losses, rest = [], batches
         for idx in rest:
-            self.params, self.velocity, self._key, loss = _step_on_indices(
-                self._static, self.params, self.velocity, self._key, X, Y, idx, learning_rate, momentum)
+            self.params, self._opt_state[rule], self._key, loss = _step_on_indices(
+                self._static, rule, self.params, self._opt_state[rule], self._key, X, Y, idx, learning_rate, hyper)
             losses.append(loss)
         # device_get waits for the asynchronous steps: the epoch is timed to its real end
         per_batch = np.concatenate([np.atleast_1d(v) for v in jax.device_get(losses)]).astype(np.float64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from impls.base import MLP
-from impls.spec import MLPSpec, Params
+from impls.spec import Adam, MLPSpec, Optimizer, Params
 
 # ---- activations and their derivatives -----------------------------------------
 
@@ -137,7 +137,11 @@ class NumpyMLP(MLP):
         self.set_params(native)
 
     def reset_optimizer(self) -> None:
-        self.velocity = [(np.zeros_like(W), np.zeros_like(b)) for W, b in self.params]
+        zeros = [np.zeros_like(a) for pair in self.params for a in pair]
+        self.velocity = zeros  # SGD: learning-rate-scaled steps
+        self.first_moment = [np.zeros_like(a) for a in zeros]  # Adam: m, v and the step count t
+        self.second_moment = [np.zeros_like(a) for a in zeros]
+        self.adam_steps = 0
 
     def _forward_cache(self, X: np.ndarray, masks: list[np.ndarray | None]):
         """Forward pass keeping what backprop needs.
@@ -192,13 +196,31 @@ class NumpyMLP(MLP):
     def _gradients(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> Params:
         return self._loss_and_gradients(X, Y, masks)[1]
 
-    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, momentum: float) -> float:
+    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, optimizer: Optimizer) -> float:
         masks = self.spec.sample_dropout_masks(X.shape[0], self._dropout_rng)
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by fit, by value
             value, grads = self._loss_and_gradients(X, Y, masks)
-        for (W, b), (vW, vb), (gW, gb) in zip(self.params, self.velocity, grads):
-            for param, velocity, grad in ((W, vW, gW), (b, vb, gb)):
-                velocity *= momentum  # v <- mu v - lr g ; theta <- theta + v  (spec)
-                velocity -= learning_rate * grad
-                param += velocity
+            params = [a for pair in self.params for a in pair]
+            flat_grads = [g for pair in grads for g in pair]
+            if isinstance(optimizer, Adam):
+                self.adam_steps += 1
+                for state in zip(params, flat_grads, self.first_moment, self.second_moment):
+                    adam_update(*state, learning_rate, self.adam_steps, optimizer)
+            else:
+                for param, grad, velocity in zip(params, flat_grads, self.velocity):
+                    velocity *= optimizer.momentum  # v <- mu v - lr g ; theta <- theta + v  (spec)
+                    velocity -= learning_rate * grad
+                    param += velocity
         return value
+
+
+def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, learning_rate: float,
+                step: int, rule: Adam) -> None:
+    """The spec's Adam step ``step`` (1-based) on one array, in place (Kingma & Ba, Algorithm 1)."""
+    m *= rule.beta1
+    m += (1 - rule.beta1) * grad
+    v *= rule.beta2
+    v += (1 - rule.beta2) * grad * grad
+    m_hat = m / (1 - rule.beta1 ** step)
+    v_hat = v / (1 - rule.beta2 ** step)
+    param -= learning_rate * m_hat / (np.sqrt(v_hat) + rule.epsilon)

@@ -21,6 +21,9 @@ Conventions (the README's conventions table restates them):
   identity at inference.  Masks are boolean "keep" arrays of shape
   ``(batch, width)``.
 * Initializers: see :func:`init_rule`; biases always start at zero.
+* Adam: Kingma & Ba (2015), Algorithm 1, with epsilon added to the
+  bias-corrected ``sqrt(v_hat)``; see :class:`Adam`.  Penalties stay in the
+  loss (Adam with L2, not AdamW's decoupled decay).
 * SGD: per-epoch learning rate ``lr * decay**(epoch - 1)`` (epochs count from
   1); momentum in the classical form ``v <- mu * v - lr_t * g``,
   ``theta <- theta + v`` (velocity stores learning-rate-scaled steps).
@@ -386,8 +389,60 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
+class SGD:
+    """Stochastic gradient descent with classical momentum: ``v <- mu v - lr_t g``; ``theta <- theta + v``.
+
+    The velocity stores learning-rate-scaled steps, so when ``lr_t`` changes between
+    epochs the old velocity keeps the old rate (frameworks that store raw gradients
+    in their buffer and multiply by the current rate do not agree after a change).
+    """
+
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.momentum, (int, float)) and math.isfinite(self.momentum)
+                and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam (Kingma & Ba, 2015, Algorithm 1), one step ``t = 1, 2, ...`` per batch::
+
+        m <- beta1 m + (1 - beta1) g          v <- beta2 v + (1 - beta2) g**2
+        m_hat = m / (1 - beta1**t)            v_hat = v / (1 - beta2**t)
+        theta <- theta - lr_t * m_hat / (sqrt(v_hat) + epsilon)
+
+    ``epsilon`` is added to the bias-corrected ``sqrt(v_hat)`` (PyTorch's placement);
+    Keras adds it to ``sqrt(v)`` before the correction, which amounts to an epsilon of
+    ``epsilon / sqrt(1 - beta2**t)`` here (31.6x larger at step 1).  Defaults are the
+    paper's (Keras's default epsilon is 1e-7).
+    """
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+
+    def __post_init__(self) -> None:
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon!r}")
+
+
+Optimizer = SGD | Adam
+"""An update rule: :class:`SGD` (with momentum) or :class:`Adam`."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Mini-batch SGD.  ``batch_size=None`` is full-batch; ``lr_decay`` multiplies the rate each epoch."""
+    """Mini-batch training.  ``batch_size=None`` is full-batch; ``lr_decay`` multiplies the rate each epoch.
+
+    The update rule is ``optimizer`` (:class:`SGD` or :class:`Adam`); ``momentum`` is a
+    shorthand for ``optimizer=SGD(momentum)``.
+    """
 
     epochs: int = 10
     batch_size: int | None = 32
@@ -397,8 +452,15 @@ class TrainConfig:
     shuffle: bool = True
     seed: int = 0
     early_stopping: EarlyStopping | None = field(default=None)
+    optimizer: Optimizer | None = None
 
     def __post_init__(self) -> None:
+        if self.optimizer is None:
+            object.__setattr__(self, "optimizer", SGD(self.momentum))
+        elif not isinstance(self.optimizer, (SGD, Adam)):
+            raise TypeError(f"optimizer must be SGD(...) or Adam(...), got {self.optimizer!r}")
+        elif self.momentum and self.optimizer != SGD(self.momentum):
+            raise ValueError("give momentum once: either momentum=... or optimizer=SGD(momentum=...)")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):

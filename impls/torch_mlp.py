@@ -10,6 +10,8 @@ pinned by ``tests/frameworks/test_torch_conventions.py``):
   ``torch.nn.init`` functions from a per-model ``torch.Generator``; biases are zero.
 * ``nn.BCELoss`` on probabilities clamps ``log`` at -100: losses are computed from logits
   (``F.binary_cross_entropy_with_logits``, ``F.cross_entropy`` with probability targets).
+* ``torch.optim.Adam`` already computes the spec's Adam (epsilon on the bias-corrected ``sqrt(v_hat)``);
+  the update is written out anyway so that the compiled mode covers it.
 * ``torch.optim.SGD`` keeps ``buf <- mu buf + g; p <- p - lr buf``, which equals the spec's
   ``v <- mu v - lr g`` only while ``lr`` is constant; its ``weight_decay`` adds ``wd * p`` to the
   gradient of every parameter in the group (biases too, unless put in a group of their own) and
@@ -32,7 +34,7 @@ import torch.nn.functional as F  # noqa: N812  (the PyTorch convention)
 from torch import nn
 
 from impls.base import MLP
-from impls.spec import MLPSpec, Params
+from impls.spec import Adam, MLPSpec, Optimizer, Params
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -156,11 +158,13 @@ class TorchMLP(MLP):
         # nn.Dropout's draws continue the model's stream after the initial weights
         self._dropout_rng_state = generator.get_state()
         self.reset_optimizer()
-        self._step: Callable[..., torch.Tensor] = self._sgd_step
+        self._sgd: Callable[..., torch.Tensor] = self._sgd_step
+        self._adam: Callable[..., torch.Tensor] = self._adam_step
         if mode == "compile":
             # fallback_random: inductor draws dropout masks with eager's generator, not its own
             # Philox stream, so compiled and default runs see the same masks
-            self._step = torch.compile(self._sgd_step, options={"fallback_random": True})
+            self._sgd = torch.compile(self._sgd_step, options={"fallback_random": True})
+            self._adam = torch.compile(self._adam_step, options={"fallback_random": True})
 
     # ---- parameters ----------------------------------------------------------
 
@@ -194,7 +198,10 @@ class TorchMLP(MLP):
                          for layer in range(self.spec.n_layers)])
 
     def reset_optimizer(self) -> None:
-        self.velocity = [torch.zeros_like(p) for p in self.param_tensors]
+        self.velocity = [torch.zeros_like(p) for p in self.param_tensors]  # SGD
+        self.first_moment = [torch.zeros_like(p) for p in self.param_tensors]  # Adam: m, v, t
+        self.second_moment = [torch.zeros_like(p) for p in self.param_tensors]
+        self.adam_steps = 0
 
     # ---- computation ---------------------------------------------------------
 
@@ -258,30 +265,60 @@ class TorchMLP(MLP):
         self.net.zero_grad(set_to_none=True)
         return value.detach()
 
+    def _adam_step(self, X: torch.Tensor, Y: torch.Tensor, learning_rate: torch.Tensor, beta1: torch.Tensor,
+                   beta2: torch.Tensor, epsilon: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """Forward, backward and the spec's Adam update (step ``step``, 1-based); returns the pre-update objective.
+
+        Written out rather than ``torch.optim.Adam`` so the compiled mode covers it too;
+        ``torch.optim.Adam`` computes the same update (``lr m_hat / (sqrt(v_hat) + eps)``),
+        which a test pins.
+        """
+        value = self._objective(X, Y)
+        value.backward()
+        with torch.no_grad():
+            for param, m, v in zip(self.param_tensors, self.first_moment, self.second_moment):
+                m.mul_(beta1).add_((1 - beta1) * param.grad)
+                v.mul_(beta2).add_((1 - beta2) * param.grad.square())
+                m_hat = m / (1 - beta1 ** step)
+                v_hat = v / (1 - beta2 ** step)
+                param.sub_(learning_rate * m_hat / (v_hat.sqrt() + epsilon))
+        self.net.zero_grad(set_to_none=True)
+        return value.detach()
+
     def _train_tensors(self, X: torch.Tensor, Y: torch.Tensor, learning_rate: float,
-                       momentum: float) -> torch.Tensor:
+                       optimizer: Optimizer) -> torch.Tensor:
         """One training step on tensors, dropout active with this model's own RNG stream."""
         self.net.train()
-        lr, mu = torch.tensor(learning_rate, dtype=self.dtype), torch.tensor(momentum, dtype=self.dtype)
+
+        def scalar(value: float) -> torch.Tensor:
+            return torch.tensor(value, dtype=self.dtype)
+
+        if isinstance(optimizer, Adam):
+            self.adam_steps += 1
+            step = self._adam
+            args = (scalar(learning_rate), scalar(optimizer.beta1), scalar(optimizer.beta2),
+                    scalar(optimizer.epsilon), scalar(self.adam_steps))
+        else:
+            step, args = self._sgd, (scalar(learning_rate), scalar(optimizer.momentum))
         if not self.spec.uses_dropout:
-            return self._step(X, Y, lr, mu)
+            return step(X, Y, *args)
         # nn.Dropout samples from the global CPU generator: run it on this model's state, restore the global one
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self._dropout_rng_state)
-            value = self._step(X, Y, lr, mu)
+            value = step(X, Y, *args)
             self._dropout_rng_state = torch.get_rng_state()
         return value
 
-    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, momentum: float) -> float:
-        return float(self._train_tensors(self._tensor(X), self._tensor(Y), learning_rate, momentum))
+    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, optimizer: Optimizer) -> float:
+        return float(self._train_tensors(self._tensor(X), self._tensor(Y), learning_rate, optimizer))
 
     def _prepare_data(self, X: np.ndarray, Y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return self._tensor(X), self._tensor(Y)
 
     def _run_epoch(self, X: torch.Tensor, Y: torch.Tensor, batches: list[np.ndarray],
-                   learning_rate: float, momentum: float) -> float:
+                   learning_rate: float, optimizer: Optimizer) -> float:
         total = 0.0
         for idx in batches:
             index = torch.from_numpy(idx)
-            total += float(self._train_tensors(X[index], Y[index], learning_rate, momentum)) * len(idx)
+            total += float(self._train_tensors(X[index], Y[index], learning_rate, optimizer)) * len(idx)
         return total / X.shape[0]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from impls import EarlyStopping, MLPSpec, TrainConfig, create
-from impls.spec import ACTIVATIONS, LOSSES
+from impls.spec import ACTIVATIONS, LOSSES, Adam
 from tests.helpers import flatten, lecture_circles, max_rel_error, params_rel_error, random_params, random_problem
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -128,6 +128,26 @@ def test_whole_training_runs_match_the_reference(other_impl, case, error_log):
     assert loss_error <= TRAJECTORY_TOLERANCE
     assert max_rel_error(history.val_loss, ref_history.val_loss) <= TRAJECTORY_TOLERANCE
     assert history.learning_rate == pytest.approx(ref_history.learning_rate, rel=1e-15)
+
+
+@pytest.mark.parametrize("case", ["binary-relu", "regression-elu-mse"])
+def test_adam_training_runs_match_the_reference(other_impl, case, error_log):
+    """float64, Adam with per-epoch decay and L2 from the same start: the same run, step by step."""
+    spec, n = TRAJECTORIES[case]
+    X, y = random_problem(spec, n, 6)
+    config = TrainConfig(epochs=5, batch_size=8, learning_rate=0.01, lr_decay=0.9, seed=2,
+                         optimizer=Adam(beta1=0.8, beta2=0.99, epsilon=1e-6))
+    start = random_params(spec, 4, scale=0.5)
+    runs = {}
+    for name in ("numpy", other_impl):
+        model = create(name, spec)
+        model.set_params(start)
+        runs[name] = (model.fit(X, y, config), model.get_params())
+    (ref_history, ref_params), (history, params) = runs["numpy"], runs[other_impl]
+    error = max(params_rel_error(params, ref_params), max_rel_error(history.loss, ref_history.loss))
+    error_log.record(other_impl, "float64", "adam", error, case)
+    assert max_rel_error(flatten(ref_params), flatten(start)) > 1e-2, "training moved the parameters"
+    assert error <= TRAJECTORY_TOLERANCE
 
 
 def test_early_stopped_runs_match_the_reference(other_impl):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from impls import EarlyStopping, MLPSpec, TrainConfig, batch_order, create
-from tests.helpers import params_rel_error, random_params, random_problem
+from impls.spec import SGD, Adam
+from tests.helpers import flatten, params_rel_error, random_params, random_problem
 
 SPEC = MLPSpec((3, 5, 2), "tanh", "binary_crossentropy", l2=0.01)
 # float64 through a few steps: implementations agree to rounding (~1e-15); 1e-10 leaves room
@@ -125,3 +126,43 @@ def test_dropout_is_active_in_training_and_off_at_inference(impl_name):
     for dropped in frozen:
         assert 0.35 < dropped.mean() < 0.65, "about half the units dropped at rate 0.5"
     assert not np.array_equal(frozen[0], frozen[1]), "a new mask every step"
+
+
+def test_adam_first_step_moves_each_parameter_by_the_learning_rate_against_its_gradient(impl_name):
+    """Step 1: m_hat = g and v_hat = g**2, so the update is lr * g / (|g| + eps), about lr * sign(g)."""
+    spec = MLPSpec((3, 4, 2), "tanh", "mse")
+    X, y = random_problem(spec, 10, 0)
+    model = create(impl_name, spec)
+    model.set_params(random_params(spec, 1))
+    before, grads = flatten(model.get_params()), flatten(model.gradients(X, y))
+    model.train_step(X, y, learning_rate=0.01, optimizer=Adam(epsilon=1e-8))
+    expected = before - 0.01 * grads / (np.abs(grads) + 1e-8)
+    np.testing.assert_allclose(flatten(model.get_params()), expected, rtol=0, atol=1e-12)
+
+
+def test_adam_keeps_its_moments_between_steps_and_reset_clears_them(impl_name):
+    """Step 2 uses the bias-corrected moments of both gradients, written out here from the paper."""
+    spec = MLPSpec((3, 4, 2), "tanh", "mse")
+    X, y = random_problem(spec, 10, 0)
+    rule = Adam(beta1=0.8, beta2=0.9, epsilon=1e-3)
+    model = create(impl_name, spec)
+    model.set_params(random_params(spec, 1))
+    g1 = flatten(model.gradients(X, y))
+    model.train_step(X, y, 0.05, optimizer=rule)
+    theta1, g2 = flatten(model.get_params()), flatten(model.gradients(X, y))
+    model.train_step(X, y, 0.05, optimizer=rule)
+    m = 0.8 * 0.2 * g1 + 0.2 * g2
+    v = 0.9 * 0.1 * g1**2 + 0.1 * g2**2
+    expected = theta1 - 0.05 * (m / (1 - 0.8**2)) / (np.sqrt(v / (1 - 0.9**2)) + 1e-3)
+    np.testing.assert_allclose(flatten(model.get_params()), expected, rtol=0, atol=1e-12)
+    model.reset_optimizer()
+    theta2, g3 = flatten(model.get_params()), flatten(model.gradients(X, y))
+    model.train_step(X, y, 0.05, optimizer=rule)  # a first step again
+    np.testing.assert_allclose(flatten(model.get_params()), theta2 - 0.05 * g3 / (np.abs(g3) + 1e-3),
+                               rtol=0, atol=1e-12)
+
+
+def test_momentum_and_optimizer_are_not_given_twice():
+    with pytest.raises(ValueError, match="momentum once"):
+        TrainConfig(momentum=0.9, optimizer=Adam())
+    assert TrainConfig(momentum=0.9).optimizer == SGD(0.9)

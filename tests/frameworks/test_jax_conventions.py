@@ -16,6 +16,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from impls import MLPSpec, TrainConfig, create  # noqa: E402
 from impls.jax_mlp import abs_, hidden_activation  # noqa: E402
+from impls.spec import SGD  # noqa: E402
 from tests.helpers import max_rel_error, params_rel_error, random_params, random_problem  # noqa: E402
 
 FAN_IN, FAN_OUT = 400, 1000
@@ -53,7 +54,7 @@ def test_float32_model_computes_in_float32_even_under_global_x64(global_x64):
         assert all(a.dtype == np.float32 for pair in model.get_params() for a in pair)
         assert all(g.dtype == np.float32 for pair in model.gradients(X, y) for g in pair)
         assert model.forward(X).dtype == np.float32
-        assert model.velocity[0][0].dtype == jnp.float32  # no float64 promotion through lr/momentum
+        assert model._opt_state["sgd"][0][0].dtype == jnp.float32  # no float64 promotion through lr/momentum
         assert jax.config.read("jax_enable_x64") == global_x64  # the caller's setting is restored
 
 
@@ -161,8 +162,8 @@ def test_epochs_return_a_python_float_and_a_decaying_rate_does_not_recompile(mod
     model = create("jax", spec, mode=mode)
     data = model._prepare_data(*spec.check_Xy(X, y))
     batches = [np.arange(0, 8), np.arange(8, 16), np.arange(16, 21)]
-    assert isinstance(model._run_epoch(*data, batches, 0.5, 0.9), float)  # compiles: full and partial batch
+    assert isinstance(model._run_epoch(*data, batches, 0.5, SGD(0.9)), float)  # compiles: full and partial batch
     with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
-        losses = [model._run_epoch(*data, batches, lr, 0.9) for lr in (0.4, 0.3)]
+        losses = [model._run_epoch(*data, batches, lr, SGD(0.9)) for lr in (0.4, 0.3)]
     assert all(isinstance(v, float) for v in losses)
     assert not [r for r in caplog.records if r.getMessage().startswith("Compiling")]

@@ -17,6 +17,7 @@ import torch.nn.functional as F  # noqa: E402, N812
 from torch import nn  # noqa: E402
 
 from impls import MLPSpec, TrainConfig, create  # noqa: E402
+from impls.spec import Adam  # noqa: E402
 from impls.torch_mlp import TorchMLP  # noqa: E402
 from tests.helpers import max_rel_error, params_rel_error, random_params, random_problem  # noqa: E402
 
@@ -271,6 +272,31 @@ def test_the_spec_update_is_torch_sgd_with_buffers_rescaled_when_the_rate_change
                 if buffer is not None:
                     buffer.mul_(group["lr"] / rate)
             group["lr"] = rate
+        optimizer.zero_grad()
+        optim_model._objective(X_t, Y_t).backward()
+        optimizer.step()
+    assert params_rel_error(optim_model.get_params(), spec_model.get_params()) <= 1e-14
+
+
+def test_torch_optim_adam_is_the_spec_adam_and_its_defaults_are_the_papers():
+    """torch.optim.Adam divides by sqrt(v_hat) + eps, as the spec; its defaults are (0.9, 0.999), 1e-8."""
+    defaults = torch.optim.Adam([torch.zeros(1, requires_grad=True)]).defaults
+    assert (defaults["betas"], defaults["eps"]) == ((0.9, 0.999), 1e-8)
+    assert (Adam().beta1, Adam().beta2, Adam().epsilon) == (0.9, 0.999, 1e-8)
+    X, y = random_problem(SPEC, 8, 1)
+    start = random_params(SPEC, 2)
+    rule = Adam(beta1=0.8, beta2=0.9, epsilon=1e-3)  # a large epsilon makes its placement visible
+    spec_model, optim_model = TorchMLP(SPEC), TorchMLP(SPEC)
+    spec_model.set_params(start)
+    optim_model.set_params(start)
+    rates = [0.05, 0.02, 0.01]
+    for rate in rates:
+        spec_model.train_step(X, y, learning_rate=rate, optimizer=rule)
+    optimizer = torch.optim.Adam(optim_model.net.parameters(), lr=rates[0], betas=(0.8, 0.9), eps=1e-3)
+    X_t, Y_t = torch.from_numpy(X), torch.from_numpy(np.asarray(y, dtype=np.float64))
+    for rate in rates:
+        for group in optimizer.param_groups:
+            group["lr"] = rate  # Adam's state holds no learning rate: changing it needs no rescaling
         optimizer.zero_grad()
         optim_model._objective(X_t, Y_t).backward()
         optimizer.step()
