@@ -41,7 +41,7 @@ import numpy as np
 from keras import ops
 
 from impls.base import MLP, History, accuracy, check_finite_loss
-from impls.spec import MLPSpec, Params, TrainConfig, batch_order
+from impls.spec import SGD, Adam, MLPSpec, Optimizer, Params, TrainConfig, batch_order
 
 # ---- the spec's building blocks in Keras terms ---------------------------------------
 
@@ -330,6 +330,33 @@ class SpecHistory(keras.callbacks.Callback):
             self.user_callback(epoch, h)
 
 
+class SpecAdam(keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` with the spec's epsilon placement: ``lr m_hat / (sqrt(v_hat) + epsilon)``.
+
+    Keras's own Adam steps by ``lr sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v) + epsilon)``,
+    which is the spec's update with epsilon replaced by ``epsilon / sqrt(1 - beta2**t)`` (31.6x at
+    step 1, fading as ``t`` grows); its default epsilon is 1e-7, the paper's 1e-8.  The hyper-parameters
+    are converted to the variable's dtype exactly (see :class:`ExactL2`).
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+
+        def exact(value):
+            return ops.convert_to_tensor(float(value), dtype=dtype)
+
+        lr, gradient = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
+        beta1, beta2, epsilon = exact(self.beta_1), exact(self.beta_2), exact(self.epsilon)
+        step = ops.cast(self.iterations + 1, dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign(m, ops.add(ops.multiply(beta1, m), ops.multiply(1 - beta1, gradient)))
+        self.assign(v, ops.add(ops.multiply(beta2, v), ops.multiply(1 - beta2, ops.square(gradient))))
+        m_hat = ops.divide(m, 1 - ops.power(beta1, step))
+        v_hat = ops.divide(v, 1 - ops.power(beta2, step))
+        self.assign_sub(variable, ops.divide(ops.multiply(lr, m_hat), ops.add(ops.sqrt(v_hat), epsilon)))
+
+
 STEPS_PER_EXECUTION = {"default": 1, "jit": 32}
 """Batches per compiled call (TensorFlow loops them in one graph, JAX in Python).  The torch backend
 refuses anything but 1 ("steps_per_execution must be 1 with the PyTorch backend")."""
@@ -377,45 +404,58 @@ class KerasMLP(MLP):
             layers.append(self._dense[-1])  # linear: the loss takes logits; the output activation is in _forward
             self.model = keras.Sequential(layers, name="mlp")
         self._loss_fn = loss_function(spec)
-        self._momentum: float | None = None
-        self._compile(0.0)
+        self._optimizer: Optimizer | None = None
+        self._compile(SGD())
 
     # ---- optimizer ----------------------------------------------------------------
 
-    def _compile(self, momentum: float) -> None:
-        """(Re)compile with ``SGD(momentum)``; Keras's SGD is the spec's ``v <- mu v - lr g; w <- w + v``."""
+    def _compile(self, optimizer: Optimizer) -> None:
+        """(Re)compile with the Keras optimizer for ``optimizer``.
+
+        Keras's SGD is the spec's ``v <- mu v - lr g; w <- w + v``; Adam is :class:`SpecAdam`.
+        """
         with floatx(self.spec.dtype):
-            # SGD ops.casts a Python-float momentum to the variable's dtype, through float32 on
-            # TensorFlow (0.9 -> 0.8999999761581421); a float64 scalar keeps it exact
-            optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=np.float64(momentum))
-            self.model.compile(optimizer=optimizer, loss=loss_function(self.spec),
+            if isinstance(optimizer, Adam):
+                keras_optimizer = SpecAdam(learning_rate=0.001, beta_1=optimizer.beta1, beta_2=optimizer.beta2,
+                                           epsilon=optimizer.epsilon)
+            else:
+                # SGD ops.casts a Python-float momentum to the variable's dtype, through float32 on
+                # TensorFlow (0.9 -> 0.8999999761581421); a float64 scalar keeps it exact
+                keras_optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=np.float64(optimizer.momentum))
+            self.model.compile(optimizer=keras_optimizer, loss=loss_function(self.spec),
                                jit_compile=True if self.mode == "jit" else "auto",
                                steps_per_execution=steps_per_execution(self.mode))
-        self._momentum = momentum
+        self._optimizer = optimizer
 
-    def _use_momentum(self, momentum: float) -> None:
-        """Switch the optimizer's momentum, keeping the velocities (Keras fixes momentum at construction).
+    def _use_optimizer(self, optimizer: Optimizer) -> None:
+        """Switch the update rule; between SGD momenta, keep the velocities (Keras fixes momentum at construction).
 
         Keras's SGD keeps no velocity while momentum is 0, so after momentum-0 steps the next momentum
         step starts from v = 0 where the spec's v is the last step, -lr g (only mixed-momentum
         ``train_step`` sequences see this; ``fit`` uses one momentum and starts from v = 0).
         """
-        if momentum == self._momentum:
+        if optimizer == self._optimizer:
             return
-        old = self.model.optimizer
-        velocities = ([ops.convert_to_numpy(m) for m in old.momentums]
-                      if old.built and self._momentum != 0 else None)
-        self._compile(momentum)
-        if velocities is not None and momentum != 0:
+        old, old_rule = self.model.optimizer, self._optimizer
+        carry = isinstance(old_rule, SGD) and isinstance(optimizer, SGD) and old.built and old_rule.momentum != 0
+        velocities = [ops.convert_to_numpy(m) for m in old.momentums] if carry else None
+        self._compile(optimizer)
+        if velocities is not None and optimizer.momentum != 0:
             self.model.optimizer.build(self.model.trainable_variables)
             for m, v in zip(self.model.optimizer.momentums, velocities):
                 m.assign(v)
 
     def reset_optimizer(self) -> None:
         optimizer = self.model.optimizer
-        if optimizer.built and self._momentum != 0:
-            for m in optimizer.momentums:
-                m.assign(ops.zeros_like(m))
+        if not optimizer.built:
+            return
+        optimizer.iterations.assign(0)  # Adam's step count t
+        if isinstance(optimizer, keras.optimizers.Adam):
+            state = [*optimizer._momentums, *optimizer._velocities]  # m and v
+        else:
+            state = optimizer.momentums if self._optimizer.momentum != 0 else []
+        for variable in state:
+            variable.assign(ops.zeros_like(variable))
 
     # ---- parameters ---------------------------------------------------------------
 
@@ -480,8 +520,8 @@ class KerasMLP(MLP):
 
     # ---- training -----------------------------------------------------------------
 
-    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, momentum: float) -> float:
-        self._use_momentum(momentum)
+    def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, optimizer: Optimizer) -> float:
+        self._use_optimizer(optimizer)
         self.model.optimizer.learning_rate = learning_rate
         # train_on_batch resets the loss tracker first: the result is this batch's pre-update objective
         return float(self.model.train_on_batch(X, Y, return_dict=True)["loss"])
@@ -495,7 +535,7 @@ class KerasMLP(MLP):
         es = config.early_stopping
         if es is not None and val is None:
             raise ValueError("early stopping monitors the validation loss: pass validation=(X_val, y_val)")
-        self._use_momentum(config.momentum)
+        self._use_optimizer(config.optimizer)
         self.reset_optimizer()
         batches = SpecBatches(X, Y, config)
         recorder = SpecHistory(self, batches, config, val, on_epoch_end)

@@ -323,6 +323,41 @@ def test_keras_sgd_momentum_is_the_spec_formula_with_a_float32_momentum_unless_f
         assert abs(python_float - exact) > 1e-9
 
 
+def adam_steps(optimizer, gradients: list[float]) -> float:
+    """w after Adam steps on the given scalar gradients from w = 0 (float64)."""
+    with keras_mlp.floatx("float64"):
+        w = keras.Variable(np.zeros(1), dtype="float64")
+    for g in gradients:
+        optimizer.apply_gradients([(ops.convert_to_tensor(np.array([g])), w)])
+    return float(np.asarray(ops.convert_to_numpy(w))[0])
+
+
+def spec_adam(gradients: list[float], lr: float, beta1: float, beta2: float, epsilon: float) -> float:
+    """Kingma & Ba, Algorithm 1, written out: epsilon on the bias-corrected sqrt(v_hat)."""
+    w = m = v = 0.0
+    for t, g in enumerate(gradients, start=1):
+        m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+        w -= lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + epsilon)
+    return w
+
+
+@needs_float64
+def test_keras_adam_puts_epsilon_before_the_bias_correction_spec_adam_does_not():
+    """Keras: lr sqrt(1 - b2^t)/(1 - b1^t) m / (sqrt(v) + eps) = the spec with eps / sqrt(1 - b2^t).
+
+    With gradients of size 1e-3 and eps 1e-3 the difference is large; SpecAdam matches the paper.
+    The default epsilon differs too: Keras 1e-7, the paper (and the spec, and torch) 1e-8.
+    """
+    assert keras.optimizers.Adam().epsilon == 1e-7
+    grads, kwargs = [1e-3, -2e-3, 5e-4], {"learning_rate": 0.1, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-3}
+    expected = spec_adam(grads, 0.1, 0.9, 0.999, 1e-3)
+    with keras_mlp.floatx("float64"):
+        native, mapped = keras.optimizers.Adam(**kwargs), keras_mlp.SpecAdam(**kwargs)
+    native_w, mapped_w = adam_steps(native, grads), adam_steps(mapped, grads)
+    assert abs(native_w - expected) > 0.5 * abs(expected)
+    assert mapped_w == pytest.approx(expected, rel=1e-13)
+
+
 # ---- epoch loss ----------------------------------------------------------------------
 
 
@@ -445,7 +480,7 @@ BACKEND_SUBSET = {
         "keras and (test_gradients_and_loss_match_the_reference and (tanh-binary_crossentropy or leaky_relu-mse)"
         " or test_whole_training_runs_match_the_reference and multiclass-tanh"
         " or test_predictions_match_the_reference and float64"
-        " or test_early_stopped_runs_match_the_reference)"
+        " or test_early_stopped_runs_match_the_reference or test_adam_training_runs_match_the_reference)"
     ),
     # float64 is out of reach on torch (see the next test): float32 only
     "torch": (
