@@ -9,7 +9,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -42,19 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def framework_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0]}
-    for dist in ("numpy", "torch", "jax", "keras", "tensorflow-cpu", "scikit-learn"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[dist] = version(dist)
-    return out
-
-
 def write_readme(results: list[StudyResult], impls: list[str], args: argparse.Namespace) -> None:
     """``README.md`` of the output folder: every study's findings, tables and plots."""
-    versions = ", ".join(f"{k} {v}" for k, v in framework_versions().items())
+    from bench.env import versions as installed_versions
+
+    versions = ", ".join(f"{k} {v}" for k, v in {"python": sys.version.split()[0], **installed_versions()}.items()
+                         if v is not None)
     keras_backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     lines = [
         "# The lecture's studies, computed by every framework",

@@ -270,6 +270,15 @@ def test_keras_he_and_glorot_normal_are_truncated_the_mapping_is_not():
     assert np.abs(W).max() > 4 * np.sqrt(2 / 400)
 
 
+def test_dense_default_initializer_is_glorot_uniform_the_model_sets_the_spec():
+    """keras.layers.Dense's default kernel initializer is glorot_uniform, whatever the spec says."""
+    assert isinstance(keras.layers.Dense(3).kernel_initializer, keras.initializers.GlorotUniform)
+    model = create("keras", MLPSpec((4, 3), "relu", "mse", "he_normal"))
+    initializer = model._dense[0].kernel_initializer
+    assert isinstance(initializer, keras.initializers.VarianceScaling)
+    assert (initializer.scale, initializer.mode, initializer.distribution) == (2.0, "fan_in", "untruncated_normal")
+
+
 def test_ops_tanh_is_float32_on_jax_the_mapping_keeps_float64():
     """Keras promotes with result_type, which maps 64-bit to 32-bit off TensorFlow: ops.tanh(float64) on JAX."""
     z = np.array([-30.0, -2.0, -1e-9, 0.0, 1e-9, 0.5, 3.0])
