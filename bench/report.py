@@ -163,8 +163,9 @@ METHOD = """\
   `2·B·fan_in·fan_out` per layer, backward the weight gradient (same) for every layer and the input
   gradient for every layer except the first (no one needs ∂loss/∂X); biases, activations, loss and update
   are not counted. The **ceiling** is the same products of one step timed alone in the same worker (same
-  threads), float32, in NumPy and in the row's framework (Keras: its backend); the median block time is used,
-  as for the step time, and % of ceiling uses the higher of the two.
+  threads), float32, in NumPy and in the row's framework (Keras: its backend); its fastest block is used
+  (the best the machine did: the median of so short a block follows the neighbours' load), and % of ceiling
+  compares the step's median with the higher of the two ceilings.
 - **scikit-learn baseline**: `MLPClassifier`/`MLPRegressor(solver="sgd", nesterovs_momentum=False)`, one
   epoch per `partial_fit` (it has no per-step hook, so step time = epoch time / batches, input checks
   included); L2 as `alpha = l2·batch` (scikit-learn divides its penalty by the batch size), regression with
