@@ -16,6 +16,11 @@ def tests(session: nox.Session) -> None:
     """Run the test suite with every framework installed; a missing framework is a failure here."""
     session.install("-e", ".[all,test]")
     session.env["MLP_REQUIRE_ALL"] = "1"
+    # one BLAS/OpenMP thread per test process (``-- -n 2`` runs two): on a shared 2-core machine, threads that fight
+    # slow everything down far more than they help
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        session.env[variable] = "1"
+    session.env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     session.run("pytest", *(session.posargs or ["-q"]))
 
 

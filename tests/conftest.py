@@ -7,7 +7,9 @@ unless ``MLP_REQUIRE_ALL=1`` (set by ``nox -s tests``), where it fails instead.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import pytest
 from hypothesis import settings
@@ -69,7 +71,32 @@ def error_log() -> ErrorLog:
     return _ERROR_LOG
 
 
+_WORKER_LOGS = ".pytest-errors"
+"""Where pytest-xdist workers leave their measured errors for the controller's summary."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(config.rootpath / _WORKER_LOGS, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and _ERROR_LOG.worst:
+        folder = session.config.rootpath / _WORKER_LOGS
+        folder.mkdir(exist_ok=True)
+        rows = [[*key, error, case] for key, (error, case) in _ERROR_LOG.worst.items()]
+        (folder / f"{worker}.json").write_text(json.dumps(rows))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller prints what every worker measured
+    folder = terminalreporter.config.rootpath / _WORKER_LOGS
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        for impl, dtype, what, error, case in json.loads(path.read_text()):
+            _ERROR_LOG.record(impl, dtype, what, error, case)
+    shutil.rmtree(folder, ignore_errors=True)
     if not _ERROR_LOG.worst:
         return
     terminalreporter.section("largest measured differences from the NumPy reference")
