@@ -14,7 +14,7 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite with every framework installed; a missing framework is a failure here."""
-    session.install("-e", ".[all,test]")
+    session.install("-e", ".[all,bench,test]")  # bench: the harness and the studies are tested too
     session.env["MLP_REQUIRE_ALL"] = "1"
     # one BLAS/OpenMP thread per test process (``-- -n 2`` runs two): on a shared 2-core machine, threads that fight
     # slow everything down far more than they help
