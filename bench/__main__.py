@@ -9,6 +9,7 @@ every cell's step time and flags slowdowns beyond the noise (exit code 1 with ``
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -65,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
             "started_utc": started.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
     args.out.mkdir(parents=True, exist_ok=True)
     status = 0
+    # a job started in the background inherits SIGINT ignored; Ctrl-C must still stop the run cleanly
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         counts = runner.run(cells, args.out, force=args.force, progress=True)
         print(f"cells: {counts['ok']} ok, {counts['error']} errors, {counts['skipped']} already done",
