@@ -1,7 +1,9 @@
 """Works through the matrix: one worker process per cell, one record per cell, written at once.
 
-Resume: a cell whose record says ``ok`` for the same measurement is skipped unless
-``force``; error records are retried.  A worker that crashes, is killed or runs past
+Resume: a cell whose record says ``ok`` for the same measurement, made by the same
+commit with the same framework versions on the same CPU, is skipped unless ``force``;
+error records are retried, and records of another commit or machine (the committed
+results, in a fresh clone) are measured again.  A worker that crashes, is killed or runs past
 its timeout leaves an error record with the tail of its output, and the run goes on.
 Ctrl-C stops the run; every finished cell is already on disk.
 """
@@ -38,10 +40,17 @@ def load_record(path: Path) -> dict | None:
         return None
 
 
-def is_done(out: Path, cell: Cell) -> bool:
-    """Whether an ``ok`` record of the same measurement exists."""
+RESUME_KEYS = ("git_commit", "versions", "cpu_model", "cpu_count")
+"""What a record's environment must share with this run for the record to count as done."""
+
+
+def is_done(out: Path, cell: Cell, environment: dict) -> bool:
+    """Whether an ``ok`` record of the same measurement exists, made by this code on this machine."""
     record = load_record(record_path(out, cell))
-    return bool(record and record.get("status") == "ok" and cell.same_work(record.get("cell", {})))
+    if not (record and record.get("status") == "ok" and cell.same_work(record.get("cell", {}))):
+        return False
+    made = record.get("environment", {})
+    return all(made.get(key) == environment.get(key) for key in RESUME_KEYS)
 
 
 CACHE = ".cache"
@@ -106,7 +115,7 @@ def run(cells: list[Cell], out: Path, force: bool = False, progress: bool = True
     """Run every cell not already done; returns counts of ``ok``, ``error`` and ``skipped`` cells."""
     out.mkdir(parents=True, exist_ok=True)
     environment = env.collect()
-    todo = [c for c in cells if force or not is_done(out, c)]
+    todo = [c for c in cells if force or not is_done(out, c, environment)]
     counts = {"ok": 0, "error": 0, "skipped": len(cells) - len(todo)}
     bar = None
     if progress:

@@ -232,3 +232,20 @@ def test_pipeline_timing_records_resume_errors_report(tmp_path: Path) -> None:
     same = subprocess.run([sys.executable, "-m", "bench", "compare", str(out), str(out)], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, "BENCH_PLUGINS": PLUGIN}, timeout=60)
     assert same.returncode == 0 and "0 slower" in same.stdout
+
+
+def test_records_of_another_commit_or_machine_are_measured_again(tmp_path):
+    """Resume reuses a finished record only if this code made it here: committed results are rerun."""
+    from bench import runner
+
+    cell = cells.Cell("numpy", "default", "circles")
+    environment = {"git_commit": "abc", "versions": {"numpy": "2.4.6"}, "cpu_model": "cpu", "cpu_count": 2}
+    record = {"status": "ok", "cell": cell.to_dict(), "environment": environment}
+    runner.record_path(tmp_path, cell).parent.mkdir(parents=True)
+    runner.record_path(tmp_path, cell).write_text(json.dumps(record))
+    assert runner.is_done(tmp_path, cell, environment)
+    for key, other in (("git_commit", "def"), ("versions", {"numpy": "2.4.5"}), ("cpu_count", 16)):
+        assert not runner.is_done(tmp_path, cell, {**environment, key: other})
+    record["status"] = "error"
+    runner.record_path(tmp_path, cell).write_text(json.dumps(record))
+    assert not runner.is_done(tmp_path, cell, environment)
