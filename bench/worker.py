@@ -278,8 +278,8 @@ def run_cell(cell: dict) -> dict:
     result["import_s"] = time.perf_counter() - start
     result["threads_applied"] = env.apply_after_import(cell["threads"])
     result["devices_seen"] = env.devices_seen()
-    if cls is not None and cell["mode"] not in cls.modes:
-        raise ValueError(f"{row.name} has no mode {cell['mode']!r}; its modes are {list(cls.modes)}")
+    if cls is not None and cell["mode"] not in cls.modes():
+        raise ValueError(f"{row.name} has no mode {cell['mode']!r}; its modes are {list(cls.modes())}")
 
     workload = workloads_mod.get(cell["workload"], cell.get("params"))
     data = workload.load().cast(cell["dtype"])

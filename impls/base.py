@@ -1,10 +1,35 @@
-"""The interface every implementation honours, and the training loop they share.
+"""The interface every implementation honours, the training loop they share, and the file skeleton.
 
 An implementation subclasses :class:`MLP` and fills in the underscore methods,
 which receive inputs already validated and converted by :class:`~impls.spec.MLPSpec`
 (``X: (n, n_inputs)`` and dense targets ``Y: (n, n_outputs)`` in the spec's dtype).
 The public methods validate, so every framework rejects bad input with the same
 message instead of its own traceback.
+
+Every ``impls/<framework>_mlp.py`` reads top to bottom in the same order, with the same
+names, so that a diff between two files is a translation:
+
+1. ``init_params(spec, seed)``: the framework's parameter container, weights drawn by the
+   spec's :meth:`~impls.spec.MLPSpec.init_rules` with the framework's own initializers, biases zero.
+2. ``activation(spec, z)``: the hidden activation, from the table ``HIDDEN_ACTIVATIONS``.
+3. ``output(spec, z)``: the output activation of logits ``(n, k)`` (``spec.loss_rule.output_activation``),
+   from the table ``OUTPUT_ACTIVATIONS``.
+4. ``logits(spec, params, X, scales)``: the forward pass ``X (n, n_inputs) -> (n, n_outputs)``;
+   hidden layer ``l`` is multiplied by ``scales[l]`` (inverted dropout, ``(n, width)``) unless it is ``None``.
+5. ``data_loss(spec, z, Y)``: the mean loss from logits, from the table ``DATA_LOSSES``.
+6. ``penalty(spec, params)``: ``l1 sum|W| + (l2/2) sum W**2`` over the weights.
+7. ``objective(spec, params, X, Y, scales)``: ``data_loss(logits) + penalty``, what is differentiated.
+8. ``sgd_update(param, velocity, grad, learning_rate, rule)`` -> ``(param, velocity)``: one step of
+   :class:`~impls.spec.SGD` on one array (a framework with mutable arrays may update in place).
+9. ``adam_update(param, m, v, grad, learning_rate, step, rule)`` -> ``(param, m, v)``: one step of
+   :class:`~impls.spec.Adam` on one array, ``step`` counting from 1.
+10. The :class:`MLP` subclass, its methods in this class's order.
+11. ``native_fit(spec, config, X, y, validation=None, mode="default") -> NativeRun``: the same training
+    written the way the framework's documentation teaches, for the benchmark's native rows.
+
+The tables are dicts keyed by the spec's names (:data:`~impls.spec.ACTIVATIONS`,
+:data:`~impls.spec.OUTPUT_ACTIVATIONS`, :data:`~impls.spec.LOSSES`): one dispatch style, and a name
+that :class:`~impls.spec.MLPSpec` accepts always has an entry (a test checks every registered file).
 
 Subclasses may override :meth:`MLP.fit` to train the way their framework's users do
 (Keras does), as long as the history and the batch order follow the spec.
@@ -20,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from impls.spec import MLPSpec, Optimizer, Params, TrainConfig, batch_order
+from impls.spec import SGD, MLPSpec, Optimizer, Params, TrainConfig, batch_order, check_seed
 
 
 @dataclass
@@ -49,6 +74,49 @@ class History:
         return asdict(self)
 
 
+@dataclass
+class NativeRun:
+    """What a native training loop (``native_fit``) hands the benchmark.
+
+    ``history``: per-epoch ``loss`` as the framework reports it, ``epoch_time`` (wall seconds
+    of the epoch's updates, data conversion and validation excluded), ``val_loss`` and the
+    early-stopping epochs where there are any.  ``predict``: ``X (n, n_inputs) -> (n, n_outputs)``
+    probabilities (sigmoid/softmax) or values, as :meth:`MLP.forward` returns them.
+    """
+
+    history: History
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+NATIVE_ACTIVATIONS = ("relu", "tanh", "sigmoid")
+NATIVE_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "mse")
+
+
+def check_native_support(spec: MLPSpec, config: TrainConfig,
+                         validation: tuple[object, object] | None = None) -> None:
+    """Refuse, by name, what the native loops do not cover.
+
+    A native loop (``native_fit``) is the benchmark's yardstick, kept as small as the framework's
+    own tutorials: He-normal weights, ReLU/tanh/sigmoid hidden layers, BCE/CCE/MSE, L2, dropout,
+    SGD with momentum and a per-epoch decay, and early stopping.  That is every workload's setting.
+    """
+    problems = []
+    if spec.hidden_activation not in NATIVE_ACTIVATIONS:
+        problems.append(f"hidden activation {spec.hidden_activation!r} (native loops use {NATIVE_ACTIVATIONS})")
+    if spec.loss not in NATIVE_LOSSES:
+        problems.append(f"loss {spec.loss!r} (native loops use {NATIVE_LOSSES})")
+    if spec.initializer != "he_normal":
+        problems.append(f"initializer {spec.initializer!r} (native loops draw the framework's He normal)")
+    if spec.l1:
+        problems.append("l1 (native loops have L2 only)")
+    if not isinstance(config.optimizer, SGD):
+        problems.append(f"optimizer {config.optimizer!r} (native loops use SGD with momentum)")
+    if config.early_stopping is not None and validation is None:
+        problems.append("early stopping without validation data")
+    if problems:
+        raise ValueError("a native training loop does not cover: " + "; ".join(problems))
+
+
 def accuracy(spec: MLPSpec, outputs: np.ndarray, Y: np.ndarray) -> float:
     """Fraction of correct predictions from outputs ``(n, k)`` against dense targets ``Y``.
 
@@ -73,17 +141,26 @@ class MLP(ABC):
     """
 
     name: str = "abstract"
-    modes: tuple[str, ...] = ("default",)
-    """Execution modes: ``default`` is the framework's idiomatic one; others (e.g. compiled) are faster."""
+    """The registry name; the registry entry lists the implementation's execution modes."""
 
     def __init__(self, spec: MLPSpec, seed: int = 0, mode: str = "default") -> None:
         if not isinstance(spec, MLPSpec):
             raise TypeError(f"spec must be an MLPSpec, got {type(spec).__name__}")
-        if mode not in self.modes:
-            raise ValueError(f"unknown mode {mode!r} for {self.name}; expected one of {list(self.modes)}")
+        modes = self.modes()
+        if mode not in modes:
+            raise ValueError(f"unknown mode {mode!r} for {self.name}; expected one of {list(modes)}")
         self.spec = spec
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.mode = mode
+
+    @classmethod
+    def modes(cls) -> tuple[str, ...]:
+        """Execution modes from the registry: ``default`` is the framework's idiomatic one, the others
+        (e.g. compiled) are faster.  A class that is not registered has only ``default``."""
+        from impls import registry  # the registry imports this module
+
+        entry = registry.IMPLEMENTATIONS.get(cls.name)
+        return entry.modes if entry is not None else ("default",)
 
     # ---- to implement --------------------------------------------------------
 

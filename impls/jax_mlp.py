@@ -288,7 +288,6 @@ class JaxMLP(MLP):
     """
 
     name = "jax"
-    modes = ("default", "scan")
 
     def __init__(self, spec: MLPSpec, seed: int = 0, mode: str = "default") -> None:
         super().__init__(spec, seed, mode)

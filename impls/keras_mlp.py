@@ -379,7 +379,6 @@ class KerasMLP(MLP):
     """
 
     name = "keras"
-    modes = ("default", "jit")
 
     def __init__(self, spec: MLPSpec, seed: int = 0, mode: str = "default") -> None:
         super().__init__(spec, seed, mode)

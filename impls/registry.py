@@ -1,12 +1,15 @@
 """The implementations, by name, imported only when asked for.
 
-Adding a framework: one file in ``impls/`` with an :class:`~impls.base.MLP`
-subclass, and one line in :data:`IMPLEMENTATIONS`.
+Adding a framework is one file in ``impls/`` (the skeleton described in :mod:`impls.base`)
+and one line in :data:`IMPLEMENTATIONS`.  Everything else reads this table: the tests
+parametrize over it, the benchmark makes its rows from it (one per Keras backend, a native
+row beside each), the studies run every entry, and the README lists it.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 
 from impls.base import MLP
@@ -15,18 +18,55 @@ from impls.spec import MLPSpec
 
 @dataclass(frozen=True)
 class Entry:
-    """Where an implementation lives and the distributions it needs (the pip extra)."""
+    """Where an implementation lives, how it runs and what it needs.
+
+    ``modes``: execution modes, ``"default"`` first (the framework used the way its
+    documentation teaches); the others are its fast (compiled) modes.
+    ``extra``: the pip extra that installs the framework (``pip install '.[extra]'``).
+    ``requires``: top-level modules it imports, checked without importing them.
+    ``backends``: for a multi-backend library (Keras), the backends it runs on, each
+    selected by the environment variable ``backend_env`` before the first import; the first
+    is the one a plain process gets.
+    """
 
     module: str
     cls: str
+    modes: tuple[str, ...] = ("default",)
     extra: str | None = None
+    requires: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ()
+    backend_env: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.modes or self.modes[0] != "default":
+            raise ValueError(f"{self.module}: modes must start with 'default', got {self.modes}")
+        if bool(self.backends) != bool(self.backend_env):
+            raise ValueError(f"{self.module}: backends and backend_env go together")
+
+    @property
+    def fast_modes(self) -> tuple[str, ...]:
+        """The non-default (compiled) modes."""
+        return self.modes[1:]
+
+    def missing(self, backend: str | None = None) -> str | None:
+        """Which required module (or backend) is not installed, found without importing; ``None`` if none."""
+        for module in (*self.requires, *((backend,) if backend else ())):
+            try:
+                found = importlib.util.find_spec(module)
+            except (ImportError, ValueError):
+                found = None
+            if found is None:
+                hint = f" (pip install '.[{self.extra}]')" if self.extra else ""
+                return f"{module} is not installed{hint}"
+        return None
 
 
 IMPLEMENTATIONS: dict[str, Entry] = {
-    "numpy": Entry("impls.numpy_mlp", "NumpyMLP"),
-    "torch": Entry("impls.torch_mlp", "TorchMLP", extra="torch"),
-    "keras": Entry("impls.keras_mlp", "KerasMLP", extra="keras"),  # backend: KERAS_BACKEND, default tensorflow
-    "jax": Entry("impls.jax_mlp", "JaxMLP", extra="jax"),
+    "numpy": Entry("impls.numpy_mlp", "NumpyMLP", requires=("numpy",)),
+    "torch": Entry("impls.torch_mlp", "TorchMLP", modes=("default", "compile"), extra="torch", requires=("torch",)),
+    "keras": Entry("impls.keras_mlp", "KerasMLP", modes=("default", "jit"), extra="keras", requires=("keras",),
+                   backends=("tensorflow", "jax", "torch"), backend_env="KERAS_BACKEND"),
+    "jax": Entry("impls.jax_mlp", "JaxMLP", modes=("default", "scan"), extra="jax", requires=("jax",)),
 }
 """Registered implementations; ``numpy`` is the reference."""
 
@@ -42,17 +82,31 @@ def names() -> list[str]:
     return list(IMPLEMENTATIONS)
 
 
-def load(name: str) -> type[MLP]:
-    """Import and return the class of implementation ``name``."""
+def entry(name: str) -> Entry:
+    """The registry entry of ``name`` (a clear error for an unknown name)."""
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {name!r}; registered: {names()}")
-    entry = IMPLEMENTATIONS[name]
+    return IMPLEMENTATIONS[name]
+
+
+def modes(name: str) -> tuple[str, ...]:
+    """The execution modes of implementation ``name``, ``"default"`` first."""
+    return entry(name).modes
+
+
+def load_module(name: str):
+    """Import and return the module of implementation ``name``."""
+    found = entry(name)
     try:
-        module = importlib.import_module(entry.module)
-    except ImportError as exc:
-        hint = f" (pip install '.[{entry.extra}]')" if entry.extra else ""
-        raise ImplementationUnavailable(f"{name}: {exc}{hint}") from exc
-    return getattr(module, entry.cls)
+        return importlib.import_module(found.module)
+    except Exception as exc:  # any import-time failure makes the implementation unavailable, with its reason
+        hint = f" (pip install '.[{found.extra}]')" if found.extra else ""
+        raise ImplementationUnavailable(f"{name}: {type(exc).__name__}: {exc}{hint}") from exc
+
+
+def load(name: str) -> type[MLP]:
+    """Import and return the class of implementation ``name``."""
+    return getattr(load_module(name), entry(name).cls)
 
 
 def availability() -> dict[str, str | None]:

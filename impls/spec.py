@@ -63,6 +63,26 @@ ACTIVATIONS: dict[str, str] = {
 """Hidden activations by name, with their definition."""
 
 
+OUTPUT_ACTIVATIONS: dict[str, str] = {
+    "sigmoid": "1 / (1 + exp(-z)), elementwise",
+    "softmax": "exp(z_k) / sum_j exp(z_j), over the outputs of a sample",
+    "identity": "z",
+}
+"""Output activations by name (each loss names its own in :attr:`LossRule.output_activation`)."""
+
+SEED_LIMIT = 2**32
+"""Seeds are ints in ``[0, 2**32)``: what every framework's RNG accepts without folding two seeds together."""
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """Validate a seed (an int in ``[0, 2**32)``) and return it as a Python int."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{what} must be an int in [0, 2**32), got {seed!r} ({type(seed).__name__})")
+    if not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"{what} must be an int in [0, 2**32), got {seed!r}")
+    return int(seed)
+
+
 @dataclass(frozen=True)
 class LossRule:
     """An output activation paired with the loss computed from its logits."""
@@ -316,7 +336,7 @@ class MLPSpec:
                 raise ValueError(
                     f"labels for binary_crossentropy must be 0 or 1; found {arr[bad][0].item()!r}"
                 )
-        return arr.astype(dtype)
+        return self._cast_finite(arr, "y")
 
     def check_Xy(self, X: object, y: object) -> tuple[np.ndarray, np.ndarray]:
         """Validate a feature matrix and its targets together."""
@@ -364,9 +384,18 @@ class MLPSpec:
             raise TypeError(f"{what} must be a numeric array, got dtype {arr.dtype}")
         if np.issubdtype(arr.dtype, np.complexfloating):
             raise TypeError(f"{what} must be real, got a complex array")
-        if not np.all(np.isfinite(arr)):
+        return self._cast_finite(arr, what)
+
+    def _cast_finite(self, arr: np.ndarray, what: str) -> np.ndarray:
+        """``arr`` in the spec's dtype; NaN/inf, or values beyond the dtype's range (1e39 in float32), are errors."""
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
             raise ValueError(f"{what} contains NaN or infinite values")
-        return arr.astype(self.dtype, copy=False)
+        with np.errstate(over="ignore"):
+            out = arr.astype(self.dtype, copy=False)
+        if not np.all(np.isfinite(out)):
+            limit = float(np.finfo(self.dtype).max)
+            raise ValueError(f"{what} has values beyond {self.dtype}'s range (|x| <= {limit:.4g})")
+        return out
 
 
 @dataclass(frozen=True)
@@ -471,6 +500,7 @@ class TrainConfig:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        object.__setattr__(self, "seed", check_seed(self.seed, "TrainConfig.seed"))
 
     def learning_rate_at(self, epoch: int) -> float:
         """The rate used throughout ``epoch`` (1-based): ``lr * decay**(epoch - 1)``."""

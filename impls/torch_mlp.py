@@ -147,7 +147,6 @@ class TorchMLP(MLP):
     """
 
     name = "torch"
-    modes = ("default", "compile")
 
     def __init__(self, spec: MLPSpec, seed: int = 0, mode: str = "default") -> None:
         super().__init__(spec, seed, mode)

@@ -87,7 +87,7 @@ def run(impls: list[str], size: str, out: Path) -> StudyResult:
                     cut.set_params(start[: layer + 1])
                     z_by_impl[name] = cut.forward(X_probe)
                 z = z_by_impl[impls[0]]
-                h = activation(act, z, spec)
+                h = activation(spec, z)
                 row.update({"activation mean": float(h.mean()), "activation std": float(h.std()),
                             "saturated/inactive": inactive_fraction(act, z, h),
                             "z max rel. diff": max(float(np.abs(zi - z).max() / np.abs(z).max())

@@ -7,6 +7,8 @@ unless ``MLP_REQUIRE_ALL=1`` (set by ``nox -s tests``), where it fails instead.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import shutil
@@ -19,22 +21,41 @@ from impls import registry
 settings.register_profile("default", deadline=None, derandomize=True, max_examples=20)
 settings.load_profile("default")
 
-_AVAILABILITY = registry.availability()
+def _required() -> bool:
+    return os.environ.get("MLP_REQUIRE_ALL") == "1"
+
+
+@functools.cache
+def _unavailable(name: str) -> str | None:
+    """Why implementation ``name`` cannot be imported (``None`` when it can); imported on first use only."""
+    try:
+        registry.load(name)
+    except registry.ImplementationUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def require(name: str) -> None:
     """Skip (or fail under MLP_REQUIRE_ALL) when implementation ``name`` cannot be imported."""
-    reason = _AVAILABILITY[name]
+    reason = _unavailable(name)
     if reason is None:
         return
-    if os.environ.get("MLP_REQUIRE_ALL") == "1":
+    if _required():
         pytest.fail(f"implementation {name!r} is required here but unavailable: {reason}")
     pytest.skip(f"implementation {name!r} unavailable: {reason}")
 
 
+def import_or_skip(module: str):
+    """``pytest.importorskip`` that fails instead under ``MLP_REQUIRE_ALL=1`` (where every framework must be there)."""
+    if _required():
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"implementation {n}: {'available' if r is None else 'SKIPPED - ' + r}"
-            for n, r in _AVAILABILITY.items()]
+    # found, not imported: collection stays light, and a broken framework fails its own tests only
+    return [f"implementation {name}: {'installed' if (why := entry.missing()) is None else 'SKIPPED - ' + why}"
+            for name, entry in registry.IMPLEMENTATIONS.items()]
 
 
 @pytest.fixture(params=registry.names())
@@ -48,6 +69,26 @@ def impl_name(request: pytest.FixtureRequest) -> str:
 def other_impl(request: pytest.FixtureRequest) -> str:
     """Every implementation except the NumPy reference."""
     require(request.param)
+    return request.param
+
+
+IMPL_MODES = [(name, mode) for name, entry in registry.IMPLEMENTATIONS.items() for mode in entry.modes]
+
+
+@pytest.fixture(params=IMPL_MODES, ids=[f"{name}-{mode}" for name, mode in IMPL_MODES])
+def impl_mode(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Every registered implementation in every one of its execution modes."""
+    require(request.param[0])
+    return request.param
+
+
+FAST_MODES = [(name, mode) for name, mode in IMPL_MODES if mode != "default"]
+
+
+@pytest.fixture(params=FAST_MODES, ids=[f"{name}-{mode}" for name, mode in FAST_MODES])
+def fast_mode(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Every implementation's non-default (compiled) modes."""
+    require(request.param[0])
     return request.param
 
 

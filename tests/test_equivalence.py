@@ -1,16 +1,7 @@
 """Cross-framework equivalence: every implementation against the NumPy reference.
 
 Parameters are loaded from the reference (``set_params``), so differences come from
-the computation alone. Tolerances, relative to the largest entry of the compared
-vector (see ``tests.helpers.max_rel_error``):
-
-* float64: 1e-10. Reductions in a different order cost ~1e-16 per operation; a few
-  hundred operations deep that is ~1e-14, so 1e-10 leaves room while any formula
-  difference (a missing 1/2, a mean over the wrong axis, a clipped log) shows at 1e-3 or more.
-* float32: 1e-4, against the reference in float64 on the same float32-representable inputs.
-  float32 rounding is ~6e-8 per operation; 1e-4 allows for accumulation in sums of a few
-  hundred terms.
-* whole training runs (float64, several epochs): 1e-8, rounding compounding over steps.
+the computation alone.  Tolerances and their reasons: :mod:`tests.tolerances`.
 """
 
 from __future__ import annotations
@@ -24,9 +15,7 @@ import pytest
 from impls import EarlyStopping, MLPSpec, TrainConfig, create
 from impls.spec import ACTIVATIONS, LOSSES, Adam
 from tests.helpers import flatten, lecture_circles, max_rel_error, params_rel_error, random_params, random_problem
-
-TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
-TRAJECTORY_TOLERANCE = 1e-8
+from tests.tolerances import COMPUTATION, TRAJECTORY
 
 REGULARIZERS = {
     "none": {},
@@ -75,8 +64,8 @@ def test_gradients_and_loss_match_the_reference(other_impl, activation, loss, re
         loss_error = max_rel_error(model.loss(X, y, dropout_masks), reference.loss(X, y, dropout_masks))
         error_log.record(other_impl, dtype, "gradient", grad_error, f"{activation}/{loss}/{regularizer}")
         error_log.record(other_impl, dtype, "loss", loss_error, f"{activation}/{loss}/{regularizer}")
-        assert grad_error <= TOLERANCE[dtype]
-        assert loss_error <= TOLERANCE[dtype]
+        assert grad_error <= COMPUTATION[dtype]
+        assert loss_error <= COMPUTATION[dtype]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -89,10 +78,10 @@ def test_predictions_match_the_reference(other_impl, loss, dtype, error_log):
     model.set_params(params)
     error = max_rel_error(model.forward(X), reference.forward(X))
     error_log.record(other_impl, dtype, "forward", error, loss)
-    assert error <= TOLERANCE[dtype]
+    assert error <= COMPUTATION[dtype]
     if spec.task != "regression":
         np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X), rtol=0,
-                                   atol=10 * TOLERANCE[dtype])
+                                   atol=10 * COMPUTATION[dtype])
         agree = model.predict(X) == reference.predict(X)
         # a float32 probability within rounding of 0.5 could flip; none of these cases is that close
         assert np.all(agree)
@@ -124,9 +113,9 @@ def test_whole_training_runs_match_the_reference(other_impl, case, error_log):
     loss_error = max_rel_error(history.loss, ref_history.loss)
     error_log.record(other_impl, "float64", "trajectory", max(param_error, loss_error), case)
     assert max_rel_error(flatten(ref_params), flatten(start)) > 1e-2, "training moved the parameters"
-    assert param_error <= TRAJECTORY_TOLERANCE
-    assert loss_error <= TRAJECTORY_TOLERANCE
-    assert max_rel_error(history.val_loss, ref_history.val_loss) <= TRAJECTORY_TOLERANCE
+    assert param_error <= TRAJECTORY
+    assert loss_error <= TRAJECTORY
+    assert max_rel_error(history.val_loss, ref_history.val_loss) <= TRAJECTORY
     assert history.learning_rate == pytest.approx(ref_history.learning_rate, rel=1e-15)
 
 
@@ -147,7 +136,7 @@ def test_adam_training_runs_match_the_reference(other_impl, case, error_log):
     error = max(params_rel_error(params, ref_params), max_rel_error(history.loss, ref_history.loss))
     error_log.record(other_impl, "float64", "adam", error, case)
     assert max_rel_error(flatten(ref_params), flatten(start)) > 1e-2, "training moved the parameters"
-    assert error <= TRAJECTORY_TOLERANCE
+    assert error <= TRAJECTORY
 
 
 def test_early_stopped_runs_match_the_reference(other_impl):
@@ -167,7 +156,7 @@ def test_early_stopped_runs_match_the_reference(other_impl):
     (ref_history, ref_params), (history, params) = results["numpy"], results[other_impl]
     assert ref_history.stopped_epoch is not None, "the case must actually stop early"
     assert (history.best_epoch, history.stopped_epoch) == (ref_history.best_epoch, ref_history.stopped_epoch)
-    assert params_rel_error(params, ref_params) <= TRAJECTORY_TOLERANCE
+    assert params_rel_error(params, ref_params) <= TRAJECTORY
 
 
 @pytest.mark.slow

@@ -9,11 +9,11 @@ from impls import MLPSpec, create, registry
 from impls.exchange import convert, load, load_model, save
 from tests.conftest import require
 from tests.helpers import params_rel_error, random_problem
+from tests.tolerances import COMPUTATION
 
 SPEC = MLPSpec((5, 7, 6, 3), "tanh", "categorical_crossentropy", "xavier_uniform", l2=0.01, dropout=0.2)
 # Moving parameters copies numbers; nothing is recomputed, so the round trip is exact in float64.
 # Outputs of two frameworks on the same parameters differ by rounding: the equivalence tolerance.
-OUTPUT_TOLERANCE = 1e-10
 
 
 @pytest.mark.parametrize("target", registry.names())
@@ -23,7 +23,7 @@ def test_parameters_move_between_every_pair_unchanged(impl_name, target):
     moved = convert(source, target)
     assert params_rel_error(moved.get_params(), source.get_params()) == 0.0
     X, _ = random_problem(SPEC, 20, 3)
-    np.testing.assert_allclose(moved.forward(X), source.forward(X), rtol=OUTPUT_TOLERANCE, atol=1e-14)
+    np.testing.assert_allclose(moved.forward(X), source.forward(X), rtol=COMPUTATION["float64"], atol=1e-14)
 
 
 def test_native_parameters_round_trip(impl_name):

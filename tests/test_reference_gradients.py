@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from impls.numpy_mlp import NumpyMLP
 from impls.spec import ACTIVATIONS, LOSSES, MLPSpec
 from tests.helpers import params_rel_error, random_params, random_problem
+from tests.tolerances import FINITE_DIFFERENCES
 
 FD_STEP = 1e-6
-FD_TOLERANCE = 1e-6
 
 REGULARIZERS = {
     "none": {},
@@ -81,7 +81,7 @@ def test_gradients_match_finite_differences(activation, loss, regularizer, arch)
 
     analytic = model.gradients(X, y, masks)
     numeric = numeric_gradients(model, X, y, masks)
-    assert params_rel_error(analytic, numeric) <= FD_TOLERANCE
+    assert params_rel_error(analytic, numeric) <= FINITE_DIFFERENCES
 
 
 def test_gradient_is_of_the_reported_loss_with_every_regularizer_on():

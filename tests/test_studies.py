@@ -7,8 +7,9 @@ import json
 import pytest
 
 from studies.__main__ import main
+from tests.conftest import import_or_skip
 
-pytest.importorskip("matplotlib", reason="the studies' plots need matplotlib (pip install '.[bench]')")
+import_or_skip("matplotlib")  # the studies draw plots (pip install '.[bench]')
 
 
 @pytest.fixture(scope="module")

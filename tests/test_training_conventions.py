@@ -8,10 +8,9 @@ import pytest
 from impls import EarlyStopping, MLPSpec, TrainConfig, batch_order, create
 from impls.spec import SGD, Adam
 from tests.helpers import flatten, params_rel_error, random_params, random_problem
+from tests.tolerances import EXACT_STEP, TRAJECTORY
 
 SPEC = MLPSpec((3, 5, 2), "tanh", "binary_crossentropy", l2=0.01)
-# float64 through a few steps: implementations agree to rounding (~1e-15); 1e-10 leaves room
-TRAJECTORY_TOLERANCE = 1e-10
 
 
 def test_batch_order_is_a_seeded_partition_with_the_last_partial_batch_kept():
@@ -44,7 +43,7 @@ def test_momentum_velocity_stores_learning_rate_scaled_steps(impl_name):
     for (W, b), (gW1, gb1), (gW2, gb2) in zip(start, g1, g2):
         vW, vb = -0.5 * gW1, -0.5 * gb1
         expected.append((W + vW + (0.9 * vW - 0.1 * gW2), b + vb + (0.9 * vb - 0.1 * gb2)))
-    assert params_rel_error(model.get_params(), expected) <= TRAJECTORY_TOLERANCE
+    assert params_rel_error(model.get_params(), expected) <= TRAJECTORY
 
 
 def test_fit_is_train_step_over_the_shared_batch_order(impl_name):
@@ -64,8 +63,8 @@ def test_fit_is_train_step_over_the_shared_batch_order(impl_name):
         losses = [stepped.train_step(X[i], y[i], lr, momentum=0.5) for i in batches]
         epoch_losses.append(np.average(losses, weights=[len(i) for i in batches]))
     assert history.learning_rate == pytest.approx([0.4, 0.32, 0.256])
-    assert history.loss == pytest.approx(epoch_losses, rel=TRAJECTORY_TOLERANCE)
-    assert params_rel_error(fitted.get_params(), stepped.get_params()) <= TRAJECTORY_TOLERANCE
+    assert history.loss == pytest.approx(epoch_losses, rel=TRAJECTORY)
+    assert params_rel_error(fitted.get_params(), stepped.get_params()) <= TRAJECTORY
 
 
 def test_early_stopping_stops_after_patience_and_restores_the_best_epoch(impl_name):
@@ -137,7 +136,7 @@ def test_adam_first_step_moves_each_parameter_by_the_learning_rate_against_its_g
     before, grads = flatten(model.get_params()), flatten(model.gradients(X, y))
     model.train_step(X, y, learning_rate=0.01, optimizer=Adam(epsilon=1e-8))
     expected = before - 0.01 * grads / (np.abs(grads) + 1e-8)
-    np.testing.assert_allclose(flatten(model.get_params()), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(flatten(model.get_params()), expected, rtol=0, atol=EXACT_STEP)
 
 
 def test_adam_keeps_its_moments_between_steps_and_reset_clears_them(impl_name):
@@ -154,12 +153,12 @@ def test_adam_keeps_its_moments_between_steps_and_reset_clears_them(impl_name):
     m = 0.8 * 0.2 * g1 + 0.2 * g2
     v = 0.9 * 0.1 * g1**2 + 0.1 * g2**2
     expected = theta1 - 0.05 * (m / (1 - 0.8**2)) / (np.sqrt(v / (1 - 0.9**2)) + 1e-3)
-    np.testing.assert_allclose(flatten(model.get_params()), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(flatten(model.get_params()), expected, rtol=0, atol=EXACT_STEP)
     model.reset_optimizer()
     theta2, g3 = flatten(model.get_params()), flatten(model.gradients(X, y))
     model.train_step(X, y, 0.05, optimizer=rule)  # a first step again
     np.testing.assert_allclose(flatten(model.get_params()), theta2 - 0.05 * g3 / (np.abs(g3) + 1e-3),
-                               rtol=0, atol=1e-12)
+                               rtol=0, atol=EXACT_STEP)
 
 
 def test_momentum_and_optimizer_are_not_given_twice():
