@@ -218,7 +218,7 @@ class MLP(ABC):
 
     def forward(self, X: object) -> np.ndarray:
         """Outputs ``(n, n_outputs)``: probabilities (sigmoid/softmax) or values (regression)."""
-        return np.asarray(self._forward(self.spec.check_X(X)))
+        return self._finite("outputs", np.asarray(self._forward(self.spec.check_X(X))))
 
     def predict_proba(self, X: object) -> np.ndarray:
         """Class probabilities ``(n, n_outputs)``; classification only."""
@@ -243,13 +243,18 @@ class MLP(ABC):
         array or ``None`` per hidden layer); then the masked, rescaled network.
         """
         X, Y = self.spec.check_Xy(X, y)
-        return float(self._loss(X, Y, self.spec.check_dropout_masks(dropout_masks, X.shape[0])))
+        return float(self._finite("loss", self._loss(X, Y, self.spec.check_dropout_masks(dropout_masks,
+                                                                                             X.shape[0]))))
 
     def gradients(self, X: object, y: object, dropout_masks: list | None = None) -> Params:
         """Gradient of :meth:`loss` with the same dropout keep-masks, canonical layout."""
         X, Y = self.spec.check_Xy(X, y)
         masks = self.spec.check_dropout_masks(dropout_masks, X.shape[0])
-        return self._gradients(X, Y, masks)
+        grads = self._gradients(X, Y, masks)
+        for layer, (gW, gb) in enumerate(grads):
+            self._finite(f"gradient of layer {layer}", gW)
+            self._finite(f"gradient of layer {layer}", gb)
+        return grads
 
     def train_step(self, X: object, y: object, learning_rate: float, momentum: float = 0.0,
                    optimizer: Optimizer | None = None) -> float:
@@ -258,12 +263,25 @@ class MLP(ABC):
         :meth:`reset_optimizer`)."""
         X, Y = self.spec.check_Xy(X, y)
         rule = TrainConfig(learning_rate=learning_rate, momentum=momentum, optimizer=optimizer).optimizer
-        return float(self._train_step(X, Y, learning_rate, rule))
+        before = self.get_params()
+        value = float(self._train_step(X, Y, learning_rate, rule))
+        if not (math.isfinite(value) and params_finite(self.get_params())):
+            self._set_params(before)
+            raise TrainingDiverged(f"the training step diverged: loss {value}, learning rate {learning_rate:g}; "
+                                   "the parameters are restored to their values before the step")
+        return value
 
     def accuracy(self, X: object, y: object) -> float:
         """Classification accuracy of :meth:`forward` on ``(X, y)``."""
         X, Y = self.spec.check_Xy(X, y)
         return accuracy(self.spec, np.asarray(self._forward(X)), Y)
+
+    def _finite(self, what: str, value):
+        """``value`` (a number or an array), or a ValueError when it holds NaN/inf."""
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"non-finite {what} (NaN or inf) in {self.spec.dtype}: the inputs or the "
+                             f"parameters are too large for its range (|x| <= {np.finfo(self.spec.dtype).max:.4g})")
+        return value
 
     # ---- training ------------------------------------------------------------
 
@@ -304,10 +322,11 @@ class MLP(ABC):
         for epoch in range(1, config.epochs + 1):
             lr = config.learning_rate_at(epoch)
             batches = batch_order(X.shape[0], config.batch_size, config.seed, epoch, config.shuffle)
+            last_finite = self.get_params()
             start = time.perf_counter()
             epoch_loss = self._run_epoch(*data, batches, lr, config.optimizer)
             history.epoch_time.append(time.perf_counter() - start)
-            check_finite_loss(epoch_loss, epoch, lr)
+            self._check_epoch(epoch, epoch_loss, lr, last_finite)
             history.loss.append(float(epoch_loss))
             history.learning_rate.append(lr)
             if val is not None:
@@ -330,11 +349,17 @@ class MLP(ABC):
             self._set_params(best_params)
         return history
 
-
-def check_finite_loss(value: float, epoch: int, learning_rate: float) -> None:
-    """Raise :class:`TrainingDiverged` instead of carrying a NaN/inf loss forward."""
-    if not math.isfinite(value):
+    def _check_epoch(self, epoch: int, loss: float, learning_rate: float, last_finite: Params) -> None:
+        """After each epoch, in every implementation: a NaN/inf loss or parameter is :class:`TrainingDiverged`,
+        and the model goes back to ``last_finite``, its parameters when the epoch started."""
+        if math.isfinite(loss) and params_finite(self.get_params()):
+            return
+        self._set_params(last_finite)
         raise TrainingDiverged(
-            f"training diverged in epoch {epoch}: loss is {value} (learning rate {learning_rate:g}); "
-            "lower the learning rate or check the inputs' scale"
-        )
+            f"training diverged in epoch {epoch}: loss {loss}, learning rate {learning_rate:g}; the parameters are "
+            f"restored to their values before epoch {epoch}; lower the learning rate or check the inputs' scale")
+
+
+def params_finite(params: Params) -> bool:
+    """Whether every weight and bias is finite."""
+    return all(np.all(np.isfinite(array)) for pair in params for array in pair)

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from impls.base import MLP, History, accuracy, check_finite_loss
+from impls.base import MLP, History, accuracy
 from impls.spec import SGD, Adam, MLPSpec, Optimizer, Params, TrainConfig, batch_order
 
 # ---- the spec's building blocks in Keras terms ---------------------------------------
@@ -308,6 +308,7 @@ class SpecHistory(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.batches.start_epoch(epoch + 1)  # Keras counts epochs from 0, the spec from 1
+        self._last_finite = self.mlp.get_params()
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -315,7 +316,7 @@ class SpecHistory(keras.callbacks.Callback):
         epoch += 1  # Keras counts from 0, the spec from 1
         lr = self.config.learning_rate_at(epoch)
         loss = float(logs["loss"])  # Keras's loss tracker: batch-size-weighted mean of pre-update objectives
-        check_finite_loss(loss, epoch, lr)
+        self.mlp._check_epoch(epoch, loss, lr, self._last_finite)
         h = self.history
         h.epoch_time.append(elapsed)
         h.loss.append(loss)

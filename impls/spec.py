@@ -83,6 +83,29 @@ def check_seed(seed: object, what: str = "seed") -> int:
     return int(seed)
 
 
+def check_real(what: str, value: object, low: float, high: float = math.inf, *, low_open: bool = False,
+               high_open: bool = True) -> float:
+    """Validate a real hyper-parameter (int/float or a NumPy scalar, not bool) inside its interval; returns a float.
+
+    ``low_open``/``high_open`` say whether the interval excludes its ends (default ``[low, high)``).
+    """
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a number in {interval}, got {value!r} ({type(value).__name__})")
+    number = float(value)
+    inside = (number > low if low_open else number >= low) and (number < high if high_open else number <= high)
+    if not (math.isfinite(number) and inside):
+        raise ValueError(f"{what} must be in {interval}, got {value!r}")
+    return number
+
+
+def check_count(what: str, value: object, low: int = 1) -> int:
+    """Validate a count (an int, not bool, at least ``low``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{what} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class LossRule:
     """An output activation paired with the loss computed from its logits."""
@@ -407,10 +430,10 @@ class EarlyStopping:
     restore_best: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
-            raise ValueError(f"patience must be an int >= 1, got {self.patience!r}")
-        if not math.isfinite(self.min_delta) or self.min_delta < 0:
-            raise ValueError(f"min_delta must be >= 0, got {self.min_delta!r}")
+        object.__setattr__(self, "patience", check_count("patience", self.patience))
+        object.__setattr__(self, "min_delta", check_real("min_delta", self.min_delta, 0.0))
+        if not isinstance(self.restore_best, bool):
+            raise TypeError(f"restore_best must be True or False, got {self.restore_best!r}")
 
     def improves(self, value: float, best: float) -> bool:
         """Whether a validation loss counts as an improvement over the best so far."""
@@ -429,9 +452,7 @@ class SGD:
     momentum: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.momentum, (int, float)) and math.isfinite(self.momentum)
-                and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        object.__setattr__(self, "momentum", check_real("momentum", self.momentum, 0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -454,11 +475,8 @@ class Adam:
 
     def __post_init__(self) -> None:
         for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError(f"epsilon must be > 0, got {self.epsilon!r}")
+            object.__setattr__(self, name, check_real(name, getattr(self, name), 0.0, 1.0))
+        object.__setattr__(self, "epsilon", check_real("epsilon", self.epsilon, 0.0, low_open=True))
 
 
 Optimizer = SGD | Adam
@@ -484,23 +502,27 @@ class TrainConfig:
     optimizer: Optimizer | None = None
 
     def __post_init__(self) -> None:
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        put("momentum", check_real("momentum", self.momentum, 0.0, 1.0))
         if self.optimizer is None:
-            object.__setattr__(self, "optimizer", SGD(self.momentum))
+            put("optimizer", SGD(self.momentum))
         elif not isinstance(self.optimizer, (SGD, Adam)):
             raise TypeError(f"optimizer must be SGD(...) or Adam(...), got {self.optimizer!r}")
         elif self.momentum and self.optimizer != SGD(self.momentum):
             raise ValueError("give momentum once: either momentum=... or optimizer=SGD(momentum=...)")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise ValueError(f"batch_size must be None or an int >= 1, got {self.batch_size!r}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
-            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
-        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        object.__setattr__(self, "seed", check_seed(self.seed, "TrainConfig.seed"))
+        put("epochs", check_count("epochs", self.epochs))
+        if self.batch_size is not None:
+            put("batch_size", check_count("batch_size", self.batch_size))
+        put("learning_rate", check_real("learning_rate", self.learning_rate, 0.0, low_open=True))
+        put("lr_decay", check_real("lr_decay", self.lr_decay, 0.0, 1.0, low_open=True, high_open=False))
+        if not isinstance(self.shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {self.shuffle!r}")
+        put("shuffle", bool(self.shuffle))
+        put("seed", check_seed(self.seed, "TrainConfig.seed"))
+        if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping must be EarlyStopping(...) or None, got {self.early_stopping!r}")
 
     def learning_rate_at(self, epoch: int) -> float:
         """The rate used throughout ``epoch`` (1-based): ``lr * decay**(epoch - 1)``."""

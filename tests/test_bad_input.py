@@ -68,7 +68,7 @@ def test_bad_spec_is_rejected(kwargs, error, match):
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"epochs": 0}, "epochs must be"),
     ({"batch_size": 0}, "batch_size must be"),
-    ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+    ({"learning_rate": 0.0}, r"learning_rate must be in \(0, inf\)"),
     ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\]"),
     ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
 ])
@@ -132,3 +132,77 @@ def test_divergence_is_an_error_not_a_nan_loss(impl_name):
     from impls import TrainingDiverged
     with pytest.raises(TrainingDiverged, match="training diverged in epoch"):
         create(impl_name, spec).fit(X_big, y_big, TrainConfig(epochs=50, batch_size=8, learning_rate=1.0))
+
+
+# ---- values beyond the dtype, divergence, seeds --------------------------------------------
+
+FLOAT32 = MLPSpec((2, 4, 1), "relu", "binary_crossentropy", dtype="float32")
+
+
+def test_values_beyond_float32_are_rejected_after_the_cast(impl_name):
+    """1e39 is finite in float64 and inf in float32: checked after the conversion, with the dtype's range named."""
+    model = create(impl_name, FLOAT32)
+    before = model.get_params()
+    big = [[1e39, 1.0], [-1e39, 1.0]]
+    huge_weights = [(np.full((2, 4), 1e39), np.zeros(4)), (np.ones((4, 1)), np.zeros(1))]
+    for call in (lambda: model.forward(big), lambda: model.loss(big, [0, 1]),
+                 lambda: model.train_step(big, [0, 1], 0.1), lambda: model.set_params(huge_weights)):
+        with pytest.raises(ValueError, match=r"beyond float32's range \(\|x\| <= 3.403e\+38\)"):
+            call()
+    assert all(np.array_equal(a, b) for pa, pb in zip(before, model.get_params()) for a, b in zip(pa, pb))
+
+
+def test_a_loss_that_overflows_the_dtype_is_an_error_not_inf(impl_name):
+    spec = MLPSpec((2, 3, 1), "relu", "mse", dtype="float32")
+    model = create(impl_name, spec)
+    model.set_params([(np.ones((2, 3)), np.zeros(3)), (np.ones((3, 1)), np.zeros(1))])
+    with pytest.raises(ValueError, match=r"non-finite loss \(NaN or inf\) in float32"):
+        model.loss([[1e30, 1e30]], [0.0])
+
+
+def test_a_diverging_step_restores_the_parameters(impl_name):
+    spec = MLPSpec((3, 8, 1), "identity", "mse", "normal", init_scale=3.0)
+    model = create(impl_name, spec)
+    X_big, y_big = np.full((4, 3), 1e160), np.zeros(4)  # squared errors beyond float64's range
+    before = model.get_params()
+    from impls import TrainingDiverged
+    with pytest.raises(TrainingDiverged, match="restored to their values before the step"):
+        model.train_step(X_big, y_big, learning_rate=1.0)
+    assert all(np.array_equal(a, b) for pa, pb in zip(before, model.get_params()) for a, b in zip(pa, pb))
+
+
+def test_divergence_in_fit_leaves_the_last_finite_parameters(impl_name):
+    spec = MLPSpec((3, 8, 1), "identity", "mse", "normal", init_scale=3.0)
+    rng = np.random.default_rng(0)
+    X_big, y_big = rng.normal(size=(32, 3)) * 100, rng.normal(size=32) * 100
+    model = create(impl_name, spec)
+    from impls import TrainingDiverged
+    with pytest.raises(TrainingDiverged, match=r"epoch (\d+).*restored to their values before epoch \1"):
+        model.fit(X_big, y_big, TrainConfig(epochs=50, batch_size=8, learning_rate=1.0))
+    assert all(np.all(np.isfinite(a)) for pair in model.get_params() for a in pair)
+
+
+@pytest.mark.parametrize(("seed", "error"), [(-1, ValueError), (2**32, ValueError), (2**63, ValueError),
+                                             (1.5, TypeError), (True, TypeError), ("3", TypeError)])
+def test_one_seed_rule_for_every_implementation(impl_name, seed, error):
+    with pytest.raises(error, match=r"seed must be an int in \[0, 2\*\*32\)"):
+        create(impl_name, BINARY, seed=seed)
+    with pytest.raises(error, match=r"TrainConfig.seed must be an int in \[0, 2\*\*32\)"):
+        TrainConfig(seed=seed)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"learning_rate": "0.1"}, TypeError, "learning_rate must be a number"),
+    ({"shuffle": "no"}, TypeError, "shuffle must be True or False"),
+    ({"epochs": True}, ValueError, "epochs must be an int"),
+    ({"batch_size": True}, ValueError, "batch_size must be an int"),
+    ({"early_stopping": 3}, TypeError, "early_stopping must be EarlyStopping"),
+])
+def test_train_config_types_are_checked_by_name(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_numpy_scalars_are_accepted_as_hyper_parameters():
+    config = TrainConfig(momentum=np.float32(0.5), learning_rate=np.float64(0.1), epochs=np.int64(3))
+    assert config.optimizer.momentum == 0.5 and config.epochs == 3 and type(config.epochs) is int
