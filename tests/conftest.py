@@ -46,10 +46,15 @@ def require(name: str) -> None:
 
 
 def import_or_skip(module: str):
-    """``pytest.importorskip`` that fails instead under ``MLP_REQUIRE_ALL=1`` (where every framework must be there)."""
-    if _required():
+    """Import ``module`` or skip the test module with the reason; under ``MLP_REQUIRE_ALL=1`` (every framework must
+    be there) the import error is raised instead.  Any import-time failure counts, not only ImportError: a
+    framework can also fail with e.g. ``ValueError`` (``KERAS_BACKEND=bogus``)."""
+    try:
         return importlib.import_module(module)
-    return pytest.importorskip(module)
+    except Exception as exc:
+        if _required():
+            raise
+        pytest.skip(f"{module} cannot be imported: {type(exc).__name__}: {exc}", allow_module_level=True)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

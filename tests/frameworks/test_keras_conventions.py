@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from impls import EarlyStopping, MLPSpec, TrainConfig, batch_order, create
+from tests.conftest import import_or_skip
 from tests.helpers import random_params, random_problem
 
-keras = pytest.importorskip("keras")
-keras_mlp = pytest.importorskip("impls.keras_mlp")
+keras = import_or_skip("keras")
+keras_mlp = import_or_skip("impls.keras_mlp")
 ops = keras.ops
 
 BACKEND = keras.backend.backend()
