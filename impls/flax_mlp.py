@@ -461,9 +461,10 @@ class FlaxMLP(MLP):
         else:
             model, tx = self.model, self._optimizers[type(optimizer)]
             losses = [_step_on_indices(self._static, model, tx, X, Y, idx, values) for idx in batches]
-        # device_get waits for the asynchronous steps: the epoch is timed to its real end
-        per_batch = np.concatenate([np.atleast_1d(v) for v in jax.device_get(losses)]).astype(np.float64)
-        return float(np.average(per_batch, weights=[len(idx) for idx in batches]))
+        sizes = np.array([len(idx) for idx in batches])
+        # the conversion waits for the asynchronous steps: the epoch is timed to its real end
+        per_batch = np.concatenate([np.atleast_1d(loss) for loss in losses]).astype(np.float64)
+        return float(per_batch @ sizes / sizes.sum())
 
     def _scales(self, masks: list[np.ndarray | None]) -> Scales:
         return [None if s is None else jnp.asarray(s) for s in self.spec.dropout_scales(masks)]
