@@ -335,9 +335,11 @@ def _predict(spec: MLPSpec, model: Network, X: jax.Array) -> jax.Array:
     return output(spec, logits(spec, model, X, layer_dropout(spec)))
 
 
-_forward = nnx.jit(_predict, static_argnums=0)
-_objective = nnx.jit(objective, static_argnums=0)
-_value_and_grad = nnx.jit(nnx.value_and_grad(objective, argnums=1), static_argnums=0)
+# read-only entry points: tree mode (graph=False) takes the inference view as a plain pytree instead of walking
+# its object graph in Python, 0.56 instead of 1.4 ms a call on breast_cancer, between every two epochs
+_forward = nnx.jit(_predict, static_argnums=0, graph=False)
+_objective = nnx.jit(objective, static_argnums=0, graph=False)
+_value_and_grad = nnx.jit(nnx.value_and_grad(objective, argnums=1), static_argnums=0, graph=False)
 
 
 def _in_precision(method: _Method) -> _Method:
