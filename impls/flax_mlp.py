@@ -29,8 +29,10 @@ Modes: ``default`` calls one ``nnx.jit``-compiled training step per batch, the F
 ``scan`` follows Flax's performance guide, which names the overhead of small models: ``nnx.jit`` walks
 the object graph of the model and optimizer in Python on every call.  ``nnx.jit_partial`` (the tree-mode
 form of the guide's ``nnx.cached_partial``) flattens them once, and each call runs all of an epoch's
-full batches in one ``lax.scan`` (the shorter last batch in a second call).  Both modes step through
-:func:`train_step`, so they draw the same dropout masks.
+full batches in one ``lax.scan`` (the shorter last batch in a second call).  Per call of such an epoch on
+the circles network, one thread: ``nnx.split``/``nnx.merge`` around ``jax.jit`` 1.8 ms, ``nnx.jit`` 1.4 ms,
+``nnx.cached_partial`` 0.46 ms, ``nnx.jit_partial`` 0.16 ms.  Both modes step through :func:`train_step`,
+so they draw the same dropout masks.
 
 Where Flax's and Optax's defaults differ from the spec (each pinned by
 ``tests/frameworks/test_flax_conventions.py``):
