@@ -67,6 +67,7 @@ IMPLEMENTATIONS: dict[str, Entry] = {
     "keras": Entry("impls.keras_mlp", "KerasMLP", modes=("default", "jit"), extra="keras", requires=("keras",),
                    backends=("tensorflow", "jax", "torch"), backend_env="KERAS_BACKEND"),
     "jax": Entry("impls.jax_mlp", "JaxMLP", modes=("default", "scan"), extra="jax", requires=("jax",)),
+    "flax": Entry("impls.flax_mlp", "FlaxMLP", modes=("default", "scan"), extra="flax", requires=("flax", "optax")),
 }
 """Registered implementations; ``numpy`` is the reference."""
 
