@@ -319,14 +319,14 @@ class MLP(ABC):
         data = self._prepare_data(X, Y)
         history = History()
         best, best_params, waited = math.inf, None, 0
+        params = self.get_params()  # the last finite parameters: one copy per epoch, checked and reused
         for epoch in range(1, config.epochs + 1):
             lr = config.learning_rate_at(epoch)
             batches = batch_order(X.shape[0], config.batch_size, config.seed, epoch, config.shuffle)
-            last_finite = self.get_params()
             start = time.perf_counter()
             epoch_loss = self._run_epoch(*data, batches, lr, config.optimizer)
             history.epoch_time.append(time.perf_counter() - start)
-            self._check_epoch(epoch, epoch_loss, lr, last_finite)
+            params = self._check_epoch(epoch, epoch_loss, lr, params)
             history.loss.append(float(epoch_loss))
             history.learning_rate.append(lr)
             if val is not None:
@@ -339,7 +339,7 @@ class MLP(ABC):
             if es is not None:
                 if es.improves(history.val_loss[-1], best):
                     best, waited, history.best_epoch = history.val_loss[-1], 0, epoch
-                    best_params = self.get_params() if es.restore_best else None
+                    best_params = params if es.restore_best else None
                 else:
                     waited += 1
                     if waited >= es.patience:
@@ -349,11 +349,13 @@ class MLP(ABC):
             self._set_params(best_params)
         return history
 
-    def _check_epoch(self, epoch: int, loss: float, learning_rate: float, last_finite: Params) -> None:
+    def _check_epoch(self, epoch: int, loss: float, learning_rate: float, last_finite: Params) -> Params:
         """After each epoch, in every implementation: a NaN/inf loss or parameter is :class:`TrainingDiverged`,
-        and the model goes back to ``last_finite``, its parameters when the epoch started."""
-        if math.isfinite(loss) and params_finite(self.get_params()):
-            return
+        and the model goes back to ``last_finite``, its parameters when the epoch started.  Returns a copy of
+        the (finite) parameters after the epoch."""
+        params = self.get_params()
+        if math.isfinite(loss) and params_finite(params):
+            return params
         self._set_params(last_finite)
         raise TrainingDiverged(
             f"training diverged in epoch {epoch}: loss {loss}, learning rate {learning_rate:g}; the parameters are "
