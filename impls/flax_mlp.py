@@ -562,9 +562,9 @@ def native_fit(spec: MLPSpec, config: TrainConfig, X: np.ndarray, y: np.ndarray,
         history = History()
         best, best_params, waited = math.inf, None, 0
         for epoch in range(1, config.epochs + 1):
-            start = time.perf_counter()
             order = rng.permutation(n) if config.shuffle else np.arange(n)
             batches = [order[first:first + size] for first in range(0, n, size)]
+            start = time.perf_counter()  # after the shuffle: MLP.fit does not time batch_order either
             if mode == "scan":
                 n_full = n // size
                 for group in (batches[:n_full], batches[n_full:]):

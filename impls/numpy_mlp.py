@@ -365,8 +365,8 @@ def native_fit(spec: MLPSpec, config: TrainConfig, X: np.ndarray, y: np.ndarray,
     lr = config.learning_rate
     size = config.batch_size or len(X)
     for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
         order = rng.permutation(len(X)) if config.shuffle else np.arange(len(X))
+        start = time.perf_counter()  # after the shuffle: MLP.fit does not time batch_order either
         total = 0.0
         for first in range(0, len(X), size):
             idx = order[first:first + size]

@@ -382,9 +382,9 @@ def native_fit(spec: MLPSpec, config: TrainConfig, X: np.ndarray, y: np.ndarray,
     best, best_state, waited = math.inf, None, 0
     size = config.batch_size or len(X)
     for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
         model.train()
         order = torch.randperm(len(X_train)) if config.shuffle else torch.arange(len(X_train))
+        start = time.perf_counter()  # after the shuffle: MLP.fit does not time batch_order either
         total = 0.0
         for idx in order.split(size):
             optimizer.zero_grad()
