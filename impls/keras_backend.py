@@ -1,0 +1,205 @@
+"""Keras 3 behaviours that :mod:`impls.keras_mlp` works around, kept beside it so that file reads like the others.
+
+Each function names the Keras behaviour it works around and the backends where it shows; each
+is pinned, with the measured difference, in ``tests/frameworks/test_keras_conventions.py``.
+
+* dtype: Keras computes losses, learning rates and metrics in ``keras.config.floatx()``
+  (:func:`floatx`), JAX holds float64 only in its 64-bit mode (:func:`enable_float64`), TensorFlow
+  converts Python floats to float64 through float32 in ``ops.cast`` (:func:`exact`), and Keras's type
+  promotion computes ``ops.mean`` and ``ops.tanh`` of float64 in float32 on JAX (:func:`elementwise_mean`,
+  :func:`tanh`).  On torch it does so for ``ops.matmul`` itself: float64 Dense layers compute in float32
+  there, a known limitation that no workaround here covers.
+* derivatives: ``abs`` has derivative 1 at 0 on JAX (:func:`abs_`); differentiating an arbitrary
+  function takes each backend's own autodiff (:func:`value_and_gradients`).
+* ``model.fit``: what it is given to serve the spec's batches (:func:`epoch_batches`) and how many
+  batches one compiled call runs (:func:`steps_per_execution`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import keras
+import numpy as np
+from keras import ops
+
+# ---- dtype -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def floatx(dtype: str) -> Iterator[None]:
+    """Set ``keras.config.floatx()`` and the global dtype policy for the duration of the block, then restore both.
+
+    Keras creates the optimizer's learning-rate variable, the loss tracker and layers without a dtype
+    in floatx; a float64 model needs them in float64 too.  The global dtype policy is derived from
+    floatx once, when first asked for: set inside a float64 block, every later layer would be float64.
+    """
+    previous, policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous)
+        keras.config.set_dtype_policy(policy)
+
+
+def enable_float64() -> None:
+    """Make float64 real on the JAX backend.
+
+    Keras does not enable JAX's 64-bit mode: without it a ``dtype="float64"`` variable silently
+    holds float32.  JAX's switch is process-wide, so it is flipped only when a float64 model is built.
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
+def exact(value: float, dtype: str):
+    """The Python number ``value`` as a 0-d tensor of ``dtype``, rounded once.
+
+    ``ops.cast`` of a Python float to float64 goes through float32 on TensorFlow
+    (0.9 -> 0.8999999761581421, a 2.6e-8 relative error), which is how Keras's ``L1``/``L2``
+    regularizers and optimizers convert their hyper-parameters.
+    """
+    return ops.convert_to_tensor(float(value), dtype=dtype)
+
+
+def elementwise_mean(values):
+    """The mean of every element of ``values``: their sum divided by their count.
+
+    ``ops.mean`` computes float64 in float32 on JAX (a ~3e-8 relative error), and Keras's
+    ``BinaryCrossentropy``/``MeanSquaredError``/``MeanAbsoluteError`` average the last axis with it.
+    """
+    return ops.sum(values) / ops.cast(ops.size(values), values.dtype)
+
+
+def float64_tanh(z):
+    """``tanh`` from ``exp``/``expm1`` (which keep float64 on every backend), exact to rounding.
+
+    ``tanh(a) = -expm1(-2a) / (1 + exp(-2a))`` for ``a = |z|``, odd-extended; ``|z|`` is written
+    with ``where`` so that the derivative at 0 is 1 (``abs'(0)`` is backend-dependent).
+    """
+    positive = z >= 0
+    a = ops.where(positive, z, -z)
+    t = -ops.expm1(-2.0 * a) / (1.0 + ops.exp(-2.0 * a))
+    return ops.where(positive, t, -t)
+
+
+def tanh(z):
+    """``keras.activations.tanh``, or :func:`float64_tanh` where that returns another dtype than ``z``'s.
+
+    On JAX it computes float64 in float32: Keras promotes the input with ``result_type(x.dtype, float)``,
+    which maps 64-bit results to 32-bit on every backend but TensorFlow.  (The dtype is static, so the
+    check costs nothing in a compiled step.)
+    """
+    t = keras.activations.tanh(z)
+    dtype = keras.backend.standardize_dtype
+    return float64_tanh(z) if dtype(t.dtype) != dtype(z.dtype) else t
+
+
+# ---- derivatives -------------------------------------------------------------------------
+
+
+def abs_(x):
+    """``|x|`` whose derivative at 0 is 0 (``sign(0)``) on every backend; JAX's ``abs'(0)`` is 1.
+
+    ``|x| = x * sign(x)`` in value; autodiff gives ``sign(x) + x * 0``.
+    """
+    return x * ops.stop_gradient(ops.sign(x))
+
+
+def value_and_gradients(objective: Callable[[], object], variables: list) -> tuple[object, list]:
+    """``objective()`` and its gradient with respect to ``variables`` (Keras variables).
+
+    ``model.fit`` differentiates its own loss; an arbitrary objective (injected dropout masks)
+    takes the backend's autodiff, each backend its own way.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = objective()
+        return value, tape.gradient(value, variables)
+    if backend == "jax":
+        import jax
+
+        def pure(values):
+            # reads of the model's variables return `values` inside the scope: a pure function for jax.grad
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return objective()
+
+        return jax.value_and_grad(pure)([v.value for v in variables])
+    if backend == "torch":
+        import torch
+
+        value = objective()
+        return value, list(torch.autograd.grad(value, [v.value for v in variables]))
+    raise NotImplementedError(f"gradients are not implemented for the {backend!r} backend")
+
+
+# ---- model.fit ---------------------------------------------------------------------------
+
+STEPS_PER_EXECUTION = {"default": 1, "jit": 32}
+"""Batches per compiled call, by mode (TensorFlow loops them in one graph, JAX in Python)."""
+
+
+def steps_per_execution(mode: str) -> int:
+    """:data:`STEPS_PER_EXECUTION` of ``mode``; always 1 on torch, which refuses anything else
+    ("steps_per_execution must be 1 with the PyTorch backend")."""
+    return 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION[mode]
+
+
+def epoch_batches(X: np.ndarray, Y: np.ndarray, batch_size: int, order: Callable[[], np.ndarray]):
+    """What ``model.fit`` iterates once per epoch: ``(X[idx], Y[idx])`` for consecutive chunks ``idx``
+    of ``batch_size`` entries of ``order()`` (the last, partial chunk kept).
+
+    ``order()`` returns the current epoch's sample order ``(n,)``; it is read after the callbacks'
+    ``on_epoch_begin``, so a callback can set it.  ``fit`` on arrays cannot take an order (it shuffles
+    with its own RNG).  TensorFlow gets a ``tf.data`` pipeline that gathers the batches in the graph,
+    as Keras's own pipeline for arrays does; a ``PyDataset`` reaches TensorFlow through
+    ``tf.data.Dataset.from_generator``, a Python call per batch.  JAX and torch get a ``PyDataset``,
+    indexed in Python as Keras indexes arrays there; they would iterate ``tf.data`` eagerly (~0.2 ms a batch).
+    """
+    if keras.backend.backend() == "tensorflow":
+        return _tf_batches(X, Y, batch_size, order)
+    return OrderedBatches(X, Y, batch_size, order)
+
+
+def _tf_batches(X: np.ndarray, Y: np.ndarray, batch_size: int, order: Callable[[], np.ndarray]):
+    import tensorflow as tf
+
+    n_samples = X.shape[0]
+    n_full, partial = divmod(n_samples, batch_size)
+
+    def cut(indices):
+        full = tf.data.Dataset.from_tensor_slices(tf.reshape(indices[: n_full * batch_size], (n_full, batch_size)))
+        return full.concatenate(tf.data.Dataset.from_tensors(indices[n_full * batch_size:])) if partial else full
+
+    def epoch_order(_):
+        return tf.ensure_shape(tf.numpy_function(order, [], tf.int64, stateful=True), (n_samples,))
+
+    X, Y = tf.constant(X), tf.constant(Y)
+    return (tf.data.Dataset.from_tensors(0).map(epoch_order).flat_map(cut)
+            .map(lambda idx: (tf.gather(X, idx), tf.gather(Y, idx)))
+            # a known length: Keras warns about running out of data on a dataset of unknown length
+            .apply(tf.data.experimental.assert_cardinality(n_full + bool(partial)))
+            .prefetch(tf.data.AUTOTUNE))
+
+
+class OrderedBatches(keras.utils.PyDataset):
+    """:func:`epoch_batches` as a ``PyDataset`` (JAX, torch): batch ``i`` is ``order()[i b:(i+1) b]``."""
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, batch_size: int, order: Callable[[], np.ndarray]) -> None:
+        super().__init__()  # no workers: batches are slices of arrays in memory
+        self.X, self.Y, self.batch_size, self.order = X, Y, batch_size, order
+
+    def __len__(self) -> int:
+        return -(-self.X.shape[0] // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.order()[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.X[idx], self.Y[idx]
