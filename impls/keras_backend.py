@@ -11,8 +11,9 @@ is pinned, with the measured difference, in ``tests/frameworks/test_keras_conven
   there, a known limitation that no workaround here covers.
 * derivatives: ``abs`` has derivative 1 at 0 on JAX (:func:`abs_`); differentiating an arbitrary
   function takes each backend's own autodiff (:func:`value_and_gradients`).
-* ``model.fit``: what it is given to serve the spec's batches (:func:`epoch_batches`) and how many
-  batches one compiled call runs (:func:`steps_per_execution`).
+* ``model.fit``: what it is given to serve the spec's batches (:func:`epoch_batches`), how many
+  batches one compiled call runs (:func:`steps_per_execution`), and where ``Dropout`` draws its masks
+  (:func:`dropout_seed`, :class:`DropoutStream`).
 """
 
 from __future__ import annotations
@@ -67,13 +68,27 @@ def exact(value: float, dtype: str):
     return ops.convert_to_tensor(float(value), dtype=dtype)
 
 
+def optimizer_float(value: float) -> float:
+    """A hyper-parameter for a Keras optimizer that reaches float64 variables unrounded.
+
+    Keras's optimizers ``ops.cast`` their hyper-parameters to the variable's dtype, which on
+    TensorFlow takes a Python float through float32 (see :func:`exact`) but not a numpy float64.
+    Elsewhere it stays a Python float: Keras's fused torch SGD tests ``momentum != 0``, which
+    ``torch.compile`` cannot trace for a numpy scalar (a graph break in every compiled step).
+    """
+    return np.float64(value) if keras.backend.backend() == "tensorflow" else float(value)
+
+
 def elementwise_mean(values):
     """The mean of every element of ``values``: their sum divided by their count.
 
     ``ops.mean`` computes float64 in float32 on JAX (a ~3e-8 relative error), and Keras's
     ``BinaryCrossentropy``/``MeanSquaredError``/``MeanAbsoluteError`` average the last axis with it.
+    The count is taken as Keras's own ``sum_over_batch_size`` reduction takes it: ``ops.size`` turns
+    a batch size that ``torch.compile`` traces symbolically into a graph break.
     """
-    return ops.sum(values) / ops.cast(ops.size(values), values.dtype)
+    count = ops.prod(ops.convert_to_tensor(ops.shape(values), dtype="int32"))
+    return ops.sum(values) / ops.cast(count, values.dtype)
 
 
 def float64_tanh(z):
@@ -203,3 +218,40 @@ class OrderedBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         idx = self.order()[index * self.batch_size:(index + 1) * self.batch_size]
         return self.X[idx], self.Y[idx]
+
+
+def dropout_seed(seed: int) -> int | None:
+    """The seed to give a ``Dropout`` layer: ``seed``, or ``None`` on torch (see :class:`DropoutStream`)."""
+    return None if keras.backend.backend() == "torch" else seed
+
+
+class DropoutStream:
+    """Where a model's ``Dropout`` layers draw their masks from, reproducibly per model seed.
+
+    A seeded ``Dropout`` draws from its own ``SeedGenerator``: the way on TensorFlow and JAX.  On torch
+    a seeded ``Dropout`` builds a ``torch.Generator`` for every mask, in a function that
+    ``torch.compile`` must skip (a graph break inside each compiled step), while an unseeded one is
+    ``F.dropout`` on torch's global RNG.  There the layers get no seed (:func:`dropout_seed`) and
+    training runs inside :meth:`active`, on this model's own state of the global RNG, as
+    :mod:`impls.torch_mlp` does; elsewhere :meth:`active` does nothing.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._torch_state = None
+        if keras.backend.backend() == "torch":
+            import torch
+
+            self._torch_state = torch.Generator().manual_seed(seed).get_state()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Run the block on this stream; the process's own RNG state is restored afterwards."""
+        if self._torch_state is None:
+            yield
+            return
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._torch_state)
+            yield
+            self._torch_state = torch.get_rng_state()

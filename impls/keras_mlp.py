@@ -36,12 +36,15 @@ from keras import ops
 
 from impls.base import MLP, History, NativeRun, accuracy, check_finite_loss, check_native_support
 from impls.keras_backend import (
+    DropoutStream,
     abs_,
+    dropout_seed,
     elementwise_mean,
     enable_float64,
     epoch_batches,
     exact,
     floatx,
+    optimizer_float,
     steps_per_execution,
     tanh,
     value_and_gradients,
@@ -74,8 +77,8 @@ def init_params(spec: MLPSpec, seed: int) -> keras.Sequential:
                 kernel_regularizer=regularizer, dtype=dtype, name=f"dense_{layer}"))
             if hidden and spec.dropout_rates[layer] > 0:
                 # Keras's Dropout is inverted (kept units scaled by 1/(1-p)), seeded per model and layer
-                layers.append(keras.layers.Dropout(spec.dropout_rates[layer], seed=seed * 1_000 + layer, dtype=dtype,
-                                                   name=f"dropout_{layer}"))
+                layers.append(keras.layers.Dropout(spec.dropout_rates[layer], seed=dropout_seed(seed * 1_000 + layer),
+                                                   dtype=dtype, name=f"dropout_{layer}"))
         return keras.Sequential(layers, name="mlp")
 
 
@@ -279,6 +282,7 @@ class KerasMLP(MLP):
             enable_float64()
         self.model = init_params(spec, self.seed)
         self._dense = dense_layers(self.model)
+        self._dropout = DropoutStream(self.seed)
         self._rule: Optimizer | None = None
         self._compile(SGD())
 
@@ -293,7 +297,8 @@ class KerasMLP(MLP):
 
     def _forward(self, X: np.ndarray) -> np.ndarray:
         # the model's compiled inference step: no Dropout, so logits(..., no_dropout)
-        return np.asarray(ops.convert_to_numpy(output(self.spec, self.model.predict_on_batch(X))))
+        z = self.model.predict_on_batch(ops.convert_to_tensor(X))  # numpy input breaks a torch.compile graph
+        return np.asarray(ops.convert_to_numpy(output(self.spec, z)))
 
     def _loss(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> float:
         return float(ops.convert_to_numpy(self._objective(X, Y, masks)))
@@ -308,7 +313,8 @@ class KerasMLP(MLP):
         self._use_optimizer(optimizer)
         self.model.optimizer.learning_rate = learning_rate
         # train_on_batch resets the loss tracker first: the result is this batch's pre-update objective
-        return float(self.model.train_on_batch(X, Y, return_dict=True)["loss"])
+        with self._dropout.active():
+            return float(self.model.train_on_batch(X, Y, return_dict=True)["loss"])
 
     def reset_optimizer(self) -> None:
         optimizer = self.model.optimizer
@@ -358,7 +364,8 @@ class KerasMLP(MLP):
                                                     min_delta=es.min_delta, restore_best_weights=es.restore_best)
             callbacks.append(stopper)
         data = epoch_batches(X, Y, config.batch_size or X.shape[0], lambda: epochs.order)
-        self.model.fit(data, epochs=config.epochs, shuffle=False, verbose=0, callbacks=callbacks)
+        with self._dropout.active():
+            self.model.fit(data, epochs=config.epochs, shuffle=False, verbose=0, callbacks=callbacks)
         history = epochs.history
         if stopper is not None:
             history.best_epoch = stopper.best_epoch + 1
@@ -376,8 +383,7 @@ class KerasMLP(MLP):
             if isinstance(rule, Adam):
                 optimizer = SpecAdam(rule)
             else:
-                # SGD ops.casts its momentum: a numpy float64 stays exact on TensorFlow, a Python float does not
-                optimizer = keras.optimizers.SGD(momentum=np.float64(rule.momentum))
+                optimizer = keras.optimizers.SGD(momentum=optimizer_float(rule.momentum))
             self.model.compile(optimizer=optimizer, loss=SpecLoss(spec),
                                jit_compile=True if self.mode == "jit" else "auto",
                                steps_per_execution=steps_per_execution(self.mode))
@@ -419,6 +425,8 @@ class SpecEpochs(keras.callbacks.Callback):
         super().__init__()
         self.mlp, self.n_samples, self.config = mlp, n_samples, config
         self.validation, self.user_callback = validation, on_epoch_end
+        # as tensors: numpy input breaks a torch.compile graph
+        self._validation_tensors = None if validation is None else [ops.convert_to_tensor(a) for a in validation]
         self.history = History()
         self.order = self._order(1)  # Keras may look at a batch before the first epoch
         self._start = 0.0
@@ -441,7 +449,7 @@ class SpecEpochs(keras.callbacks.Callback):
             X_val, Y_val = self.validation
             # the compiled loss and the regularizers in inference mode: objective(..., no_dropout).  Compiled,
             # unlike _loss: on JAX, eager ops here slowed the next epoch's steps (breast_cancer, jit: ~20%)
-            h.val_loss.append(self.model.test_on_batch(X_val, Y_val, return_dict=True)["loss"])
+            h.val_loss.append(self.model.test_on_batch(*self._validation_tensors, return_dict=True)["loss"])
             logs["val_loss"] = h.val_loss[-1]
             if self.mlp.spec.task != "regression":
                 h.val_accuracy.append(accuracy(self.mlp.spec, self.mlp._forward(X_val), Y_val))
