@@ -11,19 +11,24 @@ is pinned, with the measured difference, in ``tests/frameworks/test_keras_conven
   there, a known limitation that no workaround here covers.
 * derivatives: ``abs`` has derivative 1 at 0 on JAX (:func:`abs_`); differentiating an arbitrary
   function takes each backend's own autodiff (:func:`value_and_gradients`).
-* ``model.fit``: what it is given to serve the spec's batches (:func:`epoch_batches`), how many
-  batches one compiled call runs (:func:`steps_per_execution`), and where ``Dropout`` draws its masks
-  (:func:`dropout_seed`, :class:`DropoutStream`).
+* ``model.fit``: it shuffles with its own RNG and its data hooks do not count epochs, so it is given
+  the spec's batches (:func:`epoch_batches`) in the order a callback sets per epoch, which also keeps
+  the spec's history (:class:`SpecEpochs`); how many batches one compiled call runs
+  (:func:`steps_per_execution`); where ``Dropout`` draws its masks (:func:`dropout_seed`, :class:`DropoutStream`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
 from keras import ops
+
+from impls.base import History, accuracy, check_finite_loss
+from impls.spec import MLPSpec, TrainConfig, batch_order
 
 # ---- dtype -----------------------------------------------------------------------------
 
@@ -218,6 +223,58 @@ class OrderedBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         idx = self.order()[index * self.batch_size:(index + 1) * self.batch_size]
         return self.X[idx], self.Y[idx]
+
+
+class SpecEpochs(keras.callbacks.Callback):
+    """The spec's epochs inside ``model.fit``: each epoch's sample order, and the :class:`~impls.base.History`.
+
+    ``order``: the current epoch's samples in :func:`impls.spec.batch_order`'s order, set from ``fit``'s
+    epoch index (a ``PyDataset``'s ``on_epoch_end`` runs once more than there are epochs).  The epoch loss
+    is Keras's loss tracker (the batch-size-weighted mean of pre-update objectives); ``val_loss`` goes
+    into the logs for ``EarlyStopping``, which comes after this callback.  ``forward`` maps validation
+    features to outputs (for the accuracy).
+    """
+
+    def __init__(self, spec: MLPSpec, config: TrainConfig, n_samples: int,
+                 validation: tuple[np.ndarray, np.ndarray] | None, forward: Callable[[np.ndarray], np.ndarray],
+                 on_epoch_end: Callable[[int, History], None] | None) -> None:
+        super().__init__()
+        self.spec, self.config, self.n_samples = spec, config, n_samples
+        self.validation, self.forward, self.user_callback = validation, forward, on_epoch_end
+        # tensors: a numpy input breaks the compiled test step's graph on torch
+        self._validation_tensors = None if validation is None else [ops.convert_to_tensor(a) for a in validation]
+        self.history = History()
+        self.order = self._order(1)  # Keras may look at a batch before the first epoch
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.order = self._order(epoch + 1)  # Keras counts epochs from 0, the spec from 1
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        elapsed = time.perf_counter() - self._start  # fit has no validation_data: only the updates
+        epoch += 1
+        lr = self.config.learning_rate_at(epoch)
+        loss = float(logs["loss"])
+        check_finite_loss(loss, epoch, lr)
+        h = self.history
+        h.epoch_time.append(elapsed)
+        h.loss.append(loss)
+        h.learning_rate.append(lr)
+        if self.validation is not None:
+            X_val, Y_val = self.validation
+            # the objective without dropout by the compiled test step: eager ops here slowed the next
+            # epoch's steps on JAX (breast_cancer, jit: ~20%)
+            h.val_loss.append(self.model.test_on_batch(*self._validation_tensors, return_dict=True)["loss"])
+            logs["val_loss"] = h.val_loss[-1]
+            if self.spec.task != "regression":
+                h.val_accuracy.append(accuracy(self.spec, self.forward(X_val), Y_val))
+        if self.user_callback is not None:
+            self.user_callback(epoch, h)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        c = self.config
+        return np.concatenate(batch_order(self.n_samples, c.batch_size, c.seed, epoch, c.shuffle))
 
 
 def dropout_seed(seed: int) -> int | None:

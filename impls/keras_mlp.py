@@ -1,27 +1,14 @@
 """The MLP in Keras 3: a ``keras.Sequential`` of ``Dense``/``Dropout`` layers, trained by ``model.fit``.
 
-The code uses ``keras.ops`` only, so it runs on every Keras backend (``KERAS_BACKEND=tensorflow|jax|torch``,
-fixed when keras is first imported).  Keras behaviours that need a workaround on some backend (float64,
-exact constants, derivatives at 0, autodiff of an arbitrary objective, what ``fit`` is fed) live beside
-this file in :mod:`impls.keras_backend`.
-
+``keras.ops`` only, so the file runs on every Keras backend (``KERAS_BACKEND=tensorflow|jax|torch``, fixed
+at keras's first import); what needs a workaround on some backend lives in :mod:`impls.keras_backend`.
 Where a Keras default differs from the spec, the mapping is made here (each one is pinned in
-``tests/frameworks/test_keras_conventions.py``):
-
-* ``HeNormal``/``GlorotNormal`` draw a truncated normal: the spec's plain normal is ``RandomNormal``
-  with the spec's standard deviation; ``Dense``'s default is ``glorot_uniform``.
-* ``keras.regularizers.L2(x)`` adds ``x sum W**2`` (``L2(l2 / 2)`` is the spec's penalty), but converts
-  its factor through float32 on TensorFlow, and ``L1`` differentiates ``|w|`` with JAX's ``abs``
-  (1 at 0): the Dense layers' regularizer is :func:`kernel_penalty`.
-* Keras's probability losses clip at 1e-7: the model outputs logits and the loss takes them
-  (:data:`DATA_LOSSES`); :func:`output` makes them probabilities.
-* ``keras.activations.leaky_relu`` has derivative 1 at ``z = 0`` on JAX: the spec takes the slope.
-* ``keras.optimizers.Adam`` adds epsilon before the bias correction (see :class:`impls.spec.Adam`):
-  Adam is :class:`SpecAdam`.  ``keras.optimizers.SGD`` already is the spec's SGD (:func:`sgd_update`).
-* ``fit`` shuffles with Keras's own RNG: it is given the spec's batches
-  (:func:`impls.keras_backend.epoch_batches`, the order set per epoch by :class:`SpecEpochs`).
-* ``EarlyStopping``'s default ``restore_best_weights=False`` is set from the spec (Keras 3.15 then
-  restores at the end of training whether it stopped early or not, as the spec asks).
+``tests/frameworks/test_keras_conventions.py``): ``HeNormal``/``GlorotNormal`` are truncated
+(:func:`kernel_initializer`); ``L1``/``L2`` round their factors on TensorFlow and ``L1``'s ``abs'(0)``
+is 1 on JAX (:func:`kernel_penalty`); the probability losses clip at 1e-7 (the model outputs logits:
+:data:`DATA_LOSSES`, :func:`output`); ``leaky_relu'(0)`` is 1 on JAX; ``Adam`` adds epsilon before the
+bias correction (:class:`SpecAdam`; ``SGD`` already is the spec's, :func:`sgd_update`); ``fit`` shuffles
+with its own RNG (it is given the spec's batches); ``EarlyStopping`` restores the best weights if asked.
 """
 
 from __future__ import annotations
@@ -29,14 +16,16 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from impls.base import MLP, History, NativeRun, accuracy, check_finite_loss, check_native_support
+from impls.base import MLP, History, NativeRun, check_native_support
 from impls.keras_backend import (
     DropoutStream,
+    SpecEpochs,
     abs_,
     dropout_seed,
     elementwise_mean,
@@ -49,7 +38,10 @@ from impls.keras_backend import (
     tanh,
     value_and_gradients,
 )
-from impls.spec import SGD, Adam, InitRule, MLPSpec, Optimizer, Params, TrainConfig, batch_order
+from impls.spec import SGD, Adam, InitRule, MLPSpec, Optimizer, Params, TrainConfig
+
+Tensor = Any
+"""A tensor of the Keras backend (``tf.Tensor``, ``jax.Array``, ``torch.Tensor``) or a Keras variable."""
 
 Scales = list[np.ndarray | None]
 """Inverted-dropout multipliers ``keep / (1 - p)``, ``(n, width)`` per hidden layer; ``None``: no dropout there."""
@@ -59,11 +51,10 @@ Scales = list[np.ndarray | None]
 
 
 def init_params(spec: MLPSpec, seed: int) -> keras.Sequential:
-    """The parameter container: a ``keras.Sequential`` in the spec's dtype.
+    """The parameter container: a ``keras.Sequential`` in the spec's dtype, computing logits.
 
-    One ``Dense`` per layer (the hidden activation inside it, a seeded kernel initializer per layer by
-    the spec's rule, zero biases, :func:`kernel_penalty` as regularizer), inverted ``Dropout`` after
-    each hidden layer with a rate, and a linear output layer: the model computes logits.
+    ``Dense`` layers (hidden activation inside, seeded initializer by the spec's rule, zero bias,
+    :func:`kernel_penalty` as regularizer), inverted ``Dropout`` after a hidden layer with a rate.
     """
     dtype = spec.dtype
     regularizer = functools.partial(kernel_penalty, spec) if spec.l1 or spec.l2 else None
@@ -99,7 +90,7 @@ def dense_layers(model: keras.Sequential) -> list[keras.layers.Dense]:
 # ---- activations ---------------------------------------------------------------------
 
 
-HIDDEN_ACTIVATIONS: dict[str, Callable[[MLPSpec, object], object]] = {
+HIDDEN_ACTIVATIONS: dict[str, Callable[[MLPSpec, Tensor], Tensor]] = {
     "sigmoid": lambda spec, z: keras.activations.sigmoid(z),
     "tanh": lambda spec, z: tanh(z),
     "relu": lambda spec, z: keras.activations.relu(z),  # relu'(0) = 0 on every backend
@@ -110,19 +101,19 @@ HIDDEN_ACTIVATIONS: dict[str, Callable[[MLPSpec, object], object]] = {
 }
 
 
-def activation(spec: MLPSpec, z):
+def activation(spec: MLPSpec, z: Tensor) -> Tensor:
     """The spec's hidden activation of the pre-activations ``z``, elementwise; the left branch at the kink ``z = 0``."""
     return HIDDEN_ACTIVATIONS[spec.hidden_activation](spec, z)
 
 
-OUTPUT_ACTIVATIONS: dict[str, Callable[[object], object]] = {
+OUTPUT_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": ops.sigmoid,
     "softmax": lambda z: ops.softmax(z, axis=-1),
     "identity": lambda z: z,
 }
 
 
-def output(spec: MLPSpec, z):
+def output(spec: MLPSpec, z: Tensor) -> Tensor:
     """Probabilities (sigmoid/softmax) or values from the logits ``z: (n, k)``."""
     return OUTPUT_ACTIVATIONS[spec.loss_rule.output_activation](z)
 
@@ -130,12 +121,9 @@ def output(spec: MLPSpec, z):
 # ---- the forward pass ----------------------------------------------------------------
 
 
-def logits(spec: MLPSpec, model: keras.Sequential, X, scales: Scales):
-    """Output-layer pre-activations ``(n, n_outputs)`` of ``X: (n, n_inputs)`` through the model's Dense layers.
-
-    Hidden layer ``l`` is multiplied by ``scales[l]`` unless it is ``None``; the model's own
-    ``Dropout`` layers are not called (they are for ``fit``).
-    """
+def logits(spec: MLPSpec, model: keras.Sequential, X: Tensor, scales: Scales) -> Tensor:
+    """Output-layer pre-activations ``(n, n_outputs)`` of ``X: (n, n_inputs)`` through the model's Dense layers;
+    hidden layer ``l`` is multiplied by ``scales[l]`` unless it is ``None`` (the Dropout layers are for ``fit``)."""
     dense = dense_layers(model)
     a = X
     for layer, scale in zip(dense[:-1], scales):
@@ -148,7 +136,7 @@ def logits(spec: MLPSpec, model: keras.Sequential, X, scales: Scales):
 # ---- losses --------------------------------------------------------------------------
 
 
-DATA_LOSSES: dict[str, Callable[[object, object], object]] = {
+DATA_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     # softplus(z) - y z, finite for any z
     "binary_crossentropy": lambda z, Y: elementwise_mean(ops.binary_crossentropy(Y, z, from_logits=True)),
     # logsumexp(z) - z[label] per sample
@@ -158,28 +146,24 @@ DATA_LOSSES: dict[str, Callable[[object, object], object]] = {
 }
 
 
-def data_loss(spec: MLPSpec, z, Y):
+def data_loss(spec: MLPSpec, z: Tensor, Y: Tensor) -> Tensor:
     """Mean loss (a 0-d tensor) from logits ``z: (n, k)`` and dense targets ``Y: (n, k)``."""
     return DATA_LOSSES[spec.loss](z, Y)
 
 
 class SpecLoss(keras.losses.Loss):
-    """:func:`data_loss` as a loss for ``model.compile``: ``(Y, logits) -> 0-d tensor`` in the spec's dtype.
-
-    A Keras loss computes in ``keras.config.floatx()`` unless given a dtype, and ``compile`` builds a
-    loss given as a function at the first step, outside any ``floatx`` block.  A 0-d result passes
-    the ``sum_over_batch_size`` reduction unchanged.
-    """
+    """:func:`data_loss` for ``model.compile``, in the spec's dtype (a loss given as a function is built
+    at the first step, in floatx); a 0-d result passes the ``sum_over_batch_size`` reduction unchanged."""
 
     def __init__(self, spec: MLPSpec) -> None:
         super().__init__(name=spec.loss, dtype=spec.dtype)
         self.spec = spec
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         return data_loss(self.spec, y_pred, y_true)
 
 
-def penalty(spec: MLPSpec, model: keras.Sequential):
+def penalty(spec: MLPSpec, model: keras.Sequential) -> Tensor | float:
     """``l1 sum|W| + (l2/2) sum W**2`` over the Dense kernels only, not divided by the batch size."""
     total = 0.0
     for dense in dense_layers(model):
@@ -187,11 +171,10 @@ def penalty(spec: MLPSpec, model: keras.Sequential):
     return total
 
 
-def kernel_penalty(spec: MLPSpec, W):
-    """The penalty of one weight matrix: the Dense layers' ``kernel_regularizer``, which ``fit`` adds to the loss.
+def kernel_penalty(spec: MLPSpec, W: Tensor) -> Tensor | float:
+    """The penalty of one weight matrix, the Dense layers' ``kernel_regularizer`` (``fit`` adds it to the loss).
 
-    Keras's ``L1``/``L2`` convert their factors with ``ops.cast`` and ``L1`` uses the backend's
-    ``abs``; :func:`~impls.keras_backend.exact` and :func:`~impls.keras_backend.abs_` do not.
+    Keras's ``L1``/``L2`` would convert their factors with ``ops.cast``, and ``L1`` use the backend's ``abs``.
     """
     dtype = keras.backend.standardize_dtype(W.dtype)
     total = 0.0
@@ -202,7 +185,7 @@ def kernel_penalty(spec: MLPSpec, W):
     return total
 
 
-def objective(spec: MLPSpec, model: keras.Sequential, X, Y, scales: Scales):
+def objective(spec: MLPSpec, model: keras.Sequential, X: Tensor, Y: Tensor, scales: Scales) -> Tensor:
     """Data loss + penalty: what ``fit`` minimizes (its compiled loss plus the regularizers), a 0-d tensor."""
     return data_loss(spec, logits(spec, model, X, scales), Y) + penalty(spec, model)
 
@@ -210,23 +193,21 @@ def objective(spec: MLPSpec, model: keras.Sequential, X, Y, scales: Scales):
 # ---- updates -------------------------------------------------------------------------
 
 
-def sgd_update(param, velocity, grad, learning_rate, rule: SGD):
-    """The spec's SGD step on one array, in ``keras.ops``: ``v <- mu v - lr g``, ``theta <- theta + v``.
+def sgd_update(param: Tensor, velocity: Tensor, grad: Tensor, learning_rate: Tensor | float,
+               rule: SGD) -> tuple[Tensor, Tensor]:
+    """The spec's SGD step on one array: ``v <- mu v - lr g``, ``theta <- theta + v``; the new ``(param, v)``.
 
-    Returns the new ``(param, velocity)``.  ``keras.optimizers.SGD(momentum=mu)`` computes exactly
-    this, so ``model.compile`` uses it as it is (a test pins the two together): it is the native
-    loop's optimizer too, and on torch Keras swaps in a fused ``torch._foreach`` version of it that
-    a subclass calling this function would lose.
+    ``keras.optimizers.SGD(momentum=mu)`` computes exactly this (a test pins the two together), so
+    ``model.compile`` takes it as it is: the native loop's optimizer, which on torch Keras replaces by a
+    fused ``torch._foreach`` version that a subclass calling this function would lose.
     """
     velocity = exact(rule.momentum, keras.backend.standardize_dtype(velocity.dtype)) * velocity - learning_rate * grad
     return param + velocity, velocity
 
 
-def adam_update(param, m, v, grad, learning_rate, step, rule: Adam):
-    """The spec's Adam step ``step`` (from 1) on one array, in ``keras.ops`` (see :class:`impls.spec.Adam`).
-
-    Returns the new ``(param, m, v)``; :class:`SpecAdam` assigns them.
-    """
+def adam_update(param: Tensor, m: Tensor, v: Tensor, grad: Tensor, learning_rate: Tensor | float,
+                step: Tensor | int, rule: Adam) -> tuple[Tensor, Tensor, Tensor]:
+    """The spec's Adam step ``step`` (from 1) on one array (see :class:`impls.spec.Adam`): the new ``(param, m, v)``."""
     beta1, beta2, epsilon = (exact(x, keras.backend.standardize_dtype(param.dtype))
                              for x in (rule.beta1, rule.beta2, rule.epsilon))
     m = beta1 * m + (1 - beta1) * grad
@@ -240,7 +221,7 @@ class SpecAdam(keras.optimizers.Optimizer):
     """:func:`adam_update` as a Keras optimizer for ``model.compile`` (``keras.optimizers.Adam`` is not the spec's)."""
 
     def __init__(self, rule: Adam) -> None:
-        super().__init__(learning_rate=0.001, name="spec_adam")
+        super().__init__(learning_rate=0.001, name="spec_adam")  # the rate is set per epoch or step
         self.rule = rule
 
     def build(self, variables: list) -> None:
@@ -249,10 +230,9 @@ class SpecAdam(keras.optimizers.Optimizer):
         super().build(variables)
         self.first_moments, self.second_moments = self.add_optimizer_variables(variables, ["m", "v"])
 
-    def update_step(self, gradient, variable, learning_rate) -> None:
+    def update_step(self, gradient: Tensor, variable: Tensor, learning_rate: Tensor) -> None:
         dtype = keras.backend.standardize_dtype(variable.dtype)
-        # private: how Keras's own optimizers (and the Optimizer docstring's example) find a variable's
-        # state; checked against Keras 3.15.1
+        # private, as in Keras's own optimizers and its Optimizer docstring's example (checked: Keras 3.15.1)
         index = self._get_variable_index(variable)
         m, v = self.first_moments[index], self.second_moments[index]
         new_param, new_m, new_v = adam_update(variable, m, v, ops.cast(gradient, dtype), ops.cast(learning_rate, dtype),
@@ -269,9 +249,8 @@ class KerasMLP(MLP):
     """``keras.Sequential`` MLP; ``fit`` is ``model.fit`` with the spec's batches, rate schedule and early stopping.
 
     Modes: ``default`` compiles with ``jit_compile="auto"`` (TensorFlow on CPU: a ``tf.function`` graph,
-    JAX: ``jax.jit``, torch: eager); ``jit`` forces ``jit_compile=True`` (TensorFlow: XLA,
-    torch: ``torch.compile``) and runs several batches per call (``steps_per_execution``).  That keeps
-    the spec's semantics: the loss tracker still adds every batch, and the rate changes only per epoch.
+    JAX: ``jax.jit``, torch: eager); ``jit`` forces ``jit_compile=True`` (TensorFlow: XLA, torch:
+    ``torch.compile``) and runs several batches per call (``steps_per_execution``, within an epoch).
     """
 
     name = "keras"
@@ -296,8 +275,8 @@ class KerasMLP(MLP):
             dense.bias.assign(b)
 
     def _forward(self, X: np.ndarray) -> np.ndarray:
-        # the model's compiled inference step: no Dropout, so logits(..., no_dropout)
-        z = self.model.predict_on_batch(ops.convert_to_tensor(X))  # numpy input breaks a torch.compile graph
+        # the compiled inference step, Dropout off: logits(..., no_dropout); a numpy X breaks a torch.compile graph
+        z = self.model.predict_on_batch(ops.convert_to_tensor(X))
         return np.asarray(ops.convert_to_numpy(output(self.spec, z)))
 
     def _loss(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> float:
@@ -323,17 +302,11 @@ class KerasMLP(MLP):
                 variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
 
     def native_params(self) -> list[np.ndarray]:
-        """``model.get_weights()``: ``[kernel_0 (fan_in, fan_out), bias_0 (fan_out,), kernel_1, ...]``.
-
-        Keras's Dense kernel already has the canonical layout; Dropout's seed state is not a weight.
-        """
+        """``model.get_weights()``: ``[kernel_0 (fan_in, fan_out), bias_0 (fan_out,), kernel_1, ...]``, canonical."""
         return self.model.get_weights()
 
     def load_native(self, native: list[np.ndarray]) -> None:
-        """Load a Keras weight list laid out as :meth:`native_params` returns it.
-
-        It goes through :meth:`set_params`, so a wrong shape or a NaN gets the canonical message.
-        """
+        """Load a Keras weight list laid out as :meth:`native_params` returns it (through :meth:`set_params`)."""
         n = 2 * self.spec.n_layers
         if isinstance(native, (str, bytes)) or not isinstance(native, Sequence) or len(native) != n:
             got = len(native) if isinstance(native, Sequence) else type(native).__name__
@@ -351,7 +324,7 @@ class KerasMLP(MLP):
             raise ValueError("early stopping monitors the validation loss: pass validation=(X_val, y_val)")
         self._use_optimizer(config.optimizer)
         self.reset_optimizer()
-        epochs = SpecEpochs(self, X.shape[0], config, val, on_epoch_end)
+        epochs = SpecEpochs(self.spec, config, X.shape[0], val, self._forward, on_epoch_end)
         callbacks: list[keras.callbacks.Callback] = [
             keras.callbacks.LearningRateScheduler(lambda epoch: config.learning_rate_at(epoch + 1)),
             epochs,  # before EarlyStopping: it adds the val_loss that EarlyStopping monitors
@@ -372,7 +345,7 @@ class KerasMLP(MLP):
             history.stopped_epoch = stopper.stopped_epoch + 1 if stopper.stopped_epoch > 0 else None
         return history
 
-    def _objective(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]):
+    def _objective(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> Tensor:
         return objective(self.spec, self.model, ops.convert_to_tensor(X), ops.convert_to_tensor(Y),
                          self.spec.dropout_scales(masks))
 
@@ -390,11 +363,10 @@ class KerasMLP(MLP):
         self._rule = rule
 
     def _use_optimizer(self, rule: Optimizer) -> None:
-        """Switch the update rule; between SGD momenta, keep the velocities (Keras fixes momentum at construction).
+        """Switch the update rule; between SGD momenta (fixed at construction in Keras) keep the velocities.
 
-        Keras's SGD keeps no velocity while momentum is 0, so after momentum-0 steps the next momentum
-        step starts from v = 0 where the spec's v is the last step, -lr g (only mixed-momentum
-        ``train_step`` sequences see this; ``fit`` uses one momentum and starts from v = 0).
+        Keras's SGD keeps none while momentum is 0: a momentum step after momentum-0 ``train_step`` calls
+        starts from v = 0, where the spec's v is the last step, -lr g (``fit`` starts from v = 0 anyway).
         """
         if rule == self._rule:
             return
@@ -408,72 +380,16 @@ class KerasMLP(MLP):
                 m.assign(v)
 
 
-class SpecEpochs(keras.callbacks.Callback):
-    """The spec's epochs inside ``model.fit``: each epoch's batch order, and the :class:`History`.
-
-    ``order`` is the sample order of the current epoch (:func:`impls.spec.batch_order`'s batches,
-    concatenated), set from ``fit``'s epoch index: Keras's data hooks do not count epochs (a
-    ``PyDataset``'s ``on_epoch_end`` runs once before the first epoch too).  At each epoch's end it
-    records the epoch loss (Keras's loss tracker: the batch-size-weighted mean of pre-update
-    objectives), the update time, the validation loss (put into the logs for ``EarlyStopping``,
-    which comes after it) and checks for divergence.
-    """
-
-    def __init__(self, mlp: KerasMLP, n_samples: int, config: TrainConfig,
-                 validation: tuple[np.ndarray, np.ndarray] | None,
-                 on_epoch_end: Callable[[int, History], None] | None) -> None:
-        super().__init__()
-        self.mlp, self.n_samples, self.config = mlp, n_samples, config
-        self.validation, self.user_callback = validation, on_epoch_end
-        # as tensors: numpy input breaks a torch.compile graph
-        self._validation_tensors = None if validation is None else [ops.convert_to_tensor(a) for a in validation]
-        self.history = History()
-        self.order = self._order(1)  # Keras may look at a batch before the first epoch
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.order = self._order(epoch + 1)  # Keras counts epochs from 0, the spec from 1
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        elapsed = time.perf_counter() - self._start  # fit has no validation_data: only the updates
-        epoch += 1
-        lr = self.config.learning_rate_at(epoch)
-        loss = float(logs["loss"])
-        check_finite_loss(loss, epoch, lr)
-        h = self.history
-        h.epoch_time.append(elapsed)
-        h.loss.append(loss)
-        h.learning_rate.append(lr)
-        if self.validation is not None:
-            X_val, Y_val = self.validation
-            # the compiled loss and the regularizers in inference mode: objective(..., no_dropout).  Compiled,
-            # unlike _loss: on JAX, eager ops here slowed the next epoch's steps (breast_cancer, jit: ~20%)
-            h.val_loss.append(self.model.test_on_batch(*self._validation_tensors, return_dict=True)["loss"])
-            logs["val_loss"] = h.val_loss[-1]
-            if self.mlp.spec.task != "regression":
-                h.val_accuracy.append(accuracy(self.mlp.spec, self.mlp._forward(X_val), Y_val))
-        if self.user_callback is not None:
-            self.user_callback(epoch, h)
-
-    def _order(self, epoch: int) -> np.ndarray:
-        c = self.config
-        return np.concatenate(batch_order(self.n_samples, c.batch_size, c.seed, epoch, c.shuffle))
-
-
 # ---- the same training, the way the Keras guides write it ----------------------------
 
 
 def native_fit(spec: MLPSpec, config: TrainConfig, X: np.ndarray, y: np.ndarray,
                validation: tuple[np.ndarray, np.ndarray] | None = None, mode: str = "default") -> NativeRun:
-    """``keras.Sequential`` + ``compile`` + ``fit`` as the Keras guides write them, with no spec machinery.
-
-    He-normal ``Dense`` layers with their activation, ``Dropout``, an ``L2`` kernel regularizer, SGD with
-    momentum, Keras's own losses on the output activation, ``fit``'s own shuffle, a
-    ``LearningRateScheduler`` for the per-epoch decay and ``EarlyStopping`` restoring the best weights;
-    ``keras.utils.set_random_seed`` seeds it.  Mode ``jit``: XLA (``jit_compile=True``) and
-    ``steps_per_execution``.  ``predict`` calls the model (``model.predict`` sets up a data pipeline
-    per call).  ``X: (n, n_inputs)`` float, ``y``: 0/1 labels, class indices or values.
+    """``Sequential`` + ``compile`` + ``fit`` as the Keras guides write them: He-normal ``Dense`` layers,
+    ``Dropout``, ``L2``, SGD with momentum, Keras's losses on the output activation, ``fit``'s own shuffle,
+    ``LearningRateScheduler`` and ``EarlyStopping``; mode ``jit``: ``jit_compile=True`` and ``steps_per_execution``.
+    ``predict`` calls the model (``model.predict`` builds a data pipeline per call).  ``X: (n, n_inputs)``,
+    ``y``: 0/1 labels, class indices or values.
     """
     check_native_support(spec, config, validation)
     keras.utils.set_random_seed(config.seed)
@@ -498,7 +414,7 @@ def native_fit(spec: MLPSpec, config: TrainConfig, X: np.ndarray, y: np.ndarray,
     epoch_time: list[float] = []
 
     class EpochTimer(keras.callbacks.Callback):
-        """Wall seconds of each epoch's updates: from its start to its validation (or its end)."""
+        """Each epoch's updates: from its start to its validation (or its end)."""
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.start = time.perf_counter()
@@ -524,8 +440,4 @@ def native_fit(spec: MLPSpec, config: TrainConfig, X: np.ndarray, y: np.ndarray,
     if es is not None:
         history.best_epoch = stopper.best_epoch + 1
         history.stopped_epoch = stopper.stopped_epoch + 1 if stopper.stopped_epoch > 0 else None
-
-    def predict(X: np.ndarray) -> np.ndarray:
-        return np.asarray(ops.convert_to_numpy(model(X, training=False)))
-
-    return NativeRun(history, predict)
+    return NativeRun(history, lambda X: np.asarray(ops.convert_to_numpy(model(X, training=False))))
