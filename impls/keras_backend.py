@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -29,6 +30,10 @@ from keras import ops
 
 from impls.base import History, accuracy, check_finite_loss
 from impls.spec import MLPSpec, TrainConfig, batch_order
+
+Tensor = Any
+"""A tensor of the Keras backend (``tf.Tensor``, ``jax.Array``, ``torch.Tensor``) or a Keras variable."""
+
 
 # ---- dtype -----------------------------------------------------------------------------
 
@@ -63,7 +68,7 @@ def enable_float64() -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def exact(value: float, dtype: str):
+def exact(value: float, dtype: str) -> Tensor:
     """The Python number ``value`` as a 0-d tensor of ``dtype``, rounded once.
 
     ``ops.cast`` of a Python float to float64 goes through float32 on TensorFlow
@@ -84,7 +89,7 @@ def optimizer_float(value: float) -> float:
     return np.float64(value) if keras.backend.backend() == "tensorflow" else float(value)
 
 
-def elementwise_mean(values):
+def elementwise_mean(values: Tensor) -> Tensor:
     """The mean of every element of ``values``: their sum divided by their count.
 
     ``ops.mean`` computes float64 in float32 on JAX (a ~3e-8 relative error), and Keras's
@@ -96,7 +101,7 @@ def elementwise_mean(values):
     return ops.sum(values) / ops.cast(count, values.dtype)
 
 
-def float64_tanh(z):
+def float64_tanh(z: Tensor) -> Tensor:
     """``tanh`` from ``exp``/``expm1`` (which keep float64 on every backend), exact to rounding.
 
     ``tanh(a) = -expm1(-2a) / (1 + exp(-2a))`` for ``a = |z|``, odd-extended; ``|z|`` is written
@@ -108,7 +113,7 @@ def float64_tanh(z):
     return ops.where(positive, t, -t)
 
 
-def tanh(z):
+def tanh(z: Tensor) -> Tensor:
     """``keras.activations.tanh``, or :func:`float64_tanh` where that returns another dtype than ``z``'s.
 
     On JAX it computes float64 in float32: Keras promotes the input with ``result_type(x.dtype, float)``,
@@ -123,7 +128,7 @@ def tanh(z):
 # ---- derivatives -------------------------------------------------------------------------
 
 
-def abs_(x):
+def abs_(x: Tensor) -> Tensor:
     """``|x|`` whose derivative at 0 is 0 (``sign(0)``) on every backend; JAX's ``abs'(0)`` is 1.
 
     ``|x| = x * sign(x)`` in value; autodiff gives ``sign(x) + x * 0``.
@@ -131,7 +136,7 @@ def abs_(x):
     return x * ops.stop_gradient(ops.sign(x))
 
 
-def value_and_gradients(objective: Callable[[], object], variables: list) -> tuple[object, list]:
+def value_and_gradients(objective: Callable[[], Tensor], variables: list) -> tuple[Tensor, list[Tensor]]:
     """``objective()`` and its gradient with respect to ``variables`` (Keras variables).
 
     ``model.fit`` differentiates its own loss; an arbitrary objective (injected dropout masks)
@@ -170,10 +175,12 @@ STEPS_PER_EXECUTION = {"default": 1, "jit": 32}
 def steps_per_execution(mode: str) -> int:
     """:data:`STEPS_PER_EXECUTION` of ``mode``; always 1 on torch, which refuses anything else
     ("steps_per_execution must be 1 with the PyTorch backend")."""
+    if mode not in STEPS_PER_EXECUTION:
+        raise ValueError(f"unknown mode {mode!r} for keras; expected one of {list(STEPS_PER_EXECUTION)}")
     return 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION[mode]
 
 
-def epoch_batches(X: np.ndarray, Y: np.ndarray, batch_size: int, order: Callable[[], np.ndarray]):
+def epoch_batches(X: np.ndarray, Y: np.ndarray, batch_size: int, order: Callable[[], np.ndarray]) -> Any:
     """What ``model.fit`` iterates once per epoch: ``(X[idx], Y[idx])`` for consecutive chunks ``idx``
     of ``batch_size`` entries of ``order()`` (the last, partial chunk kept).
 
@@ -189,7 +196,7 @@ def epoch_batches(X: np.ndarray, Y: np.ndarray, batch_size: int, order: Callable
     return OrderedBatches(X, Y, batch_size, order)
 
 
-def _tf_batches(X: np.ndarray, Y: np.ndarray, batch_size: int, order: Callable[[], np.ndarray]):
+def _tf_batches(X: np.ndarray, Y: np.ndarray, batch_size: int, order: Callable[[], np.ndarray]) -> Any:
     import tensorflow as tf
 
     n_samples = X.shape[0]

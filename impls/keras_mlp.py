@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import keras
 import numpy as np
@@ -26,6 +25,7 @@ from impls.base import MLP, History, NativeRun, check_native_support
 from impls.keras_backend import (
     DropoutStream,
     SpecEpochs,
+    Tensor,
     abs_,
     dropout_seed,
     elementwise_mean,
@@ -39,9 +39,6 @@ from impls.keras_backend import (
     value_and_gradients,
 )
 from impls.spec import SGD, Adam, InitRule, MLPSpec, Optimizer, Params, TrainConfig
-
-Tensor = Any
-"""A tensor of the Keras backend (``tf.Tensor``, ``jax.Array``, ``torch.Tensor``) or a Keras variable."""
 
 Scales = list[np.ndarray | None]
 """Inverted-dropout multipliers ``keep / (1 - p)``, ``(n, width)`` per hidden layer; ``None``: no dropout there."""
