@@ -132,8 +132,9 @@ def measure(profile_name: str, threads: int, device: str, out: Path, only: str |
         status = 130
     counts = outcome.counts
     print(f"tasks: {counts['ok']} ok, {counts['error']} errors, {counts['skipped']} already done; disturbed runs "
-          f"timed again: {counts['retimed']}, still disturbed: {counts['disturbed']}; malformed records replaced: "
-          f"{len(outcome.malformed)}", file=sys.stderr)
+          f"timed again: {counts['retimed']}, still disturbed: {counts['disturbed']} (retries paused while the "
+          f"machine was busy: {counts['retries paused']}); malformed records replaced: {len(outcome.malformed)}",
+          file=sys.stderr)
     info.update(wall_s=time.perf_counter() - start, interrupted=status != 0, counts=dict(counts),
                 malformed=outcome.malformed)
     results.add_run(info)

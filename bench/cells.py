@@ -55,11 +55,18 @@ class Profile:
 
 WORKLOAD_NAMES = ("circles", "digits", "breast_cancer", "diabetes", "throughput")
 
+# The quick profile's budget (10 minutes on 2 cores), from a trial with every framework: the first round pays
+# the imports (~30 s) and every cell's cold start (compilation: torch.compile 10-35 s, Keras[torch] jit 35-65 s
+# per cell on a loaded machine), so fast modes on a second workload cost ~3 minutes; a later round costs about
+# a third of the first, and most of it is not the timed epochs but each training run's first epoch (JAX-based
+# rows compile again for every new model) and the metrics.  The epoch cap saves little; rounds are what the
+# noise needs: 5 rounds let compare reach p = 0.008 where 3 never reach 0.05.
+
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
-        "quick", "every row on every workload in its default mode, fast (compiled) modes on throughput and "
-        "digits; 5 rounds (seeds 0-4), each training run at most 20 epochs; float32",
-        rounds=(0, 1, 2, 3, 4), workloads=WORKLOAD_NAMES, max_epochs=20, fast_modes_on=("throughput", "digits"),
+        "quick", "every row on every workload in its default mode, fast (compiled) modes on throughput; "
+        "5 rounds (seeds 0-4), each training run at most 10 epochs; float32",
+        rounds=(0, 1, 2, 3, 4), workloads=WORKLOAD_NAMES, max_epochs=10, fast_modes_on=("throughput",),
         speed_warmup=1, speed_epochs=4, retries=1, timeout_s=300),
     "full": Profile(
         "full", "every row and mode on every workload, 10 rounds (seeds 0-9), each workload's whole training, "

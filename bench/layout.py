@@ -143,6 +143,8 @@ class ResultsDir:
     def records(self) -> tuple[list[dict], list[Malformed]]:
         """Every usable record under ``raw/`` and every malformed one (with the reason)."""
         good, bad = [], []
+        bad += [Malformed(p, "outside any round folder (a record of an older layout?)")
+                for p in sorted(self.raw.glob("*.json"))]
         for path in sorted(self.raw.glob("r*/*.json")):
             record, problem = _checked(path)
             if record is not None:

@@ -121,7 +121,8 @@ METHOD = f"""\
   rows, started with the thread variables (`OMP_NUM_THREADS`, `TF_NUM_INTRAOP_THREADS`, XLA's
   `--xla_cpu_multi_thread_eigen=false` for one thread, ...) set and pinned to that many CPUs
   (`sched_setaffinity`); the pools with only an API (`torch.set_num_threads`, `tf.config.threading`) are
-  set after import. Each worker starts with an empty `torch.compile` cache and no JAX persistent cache.
+  set after import, and what the imports built is frozen out of the garbage collector's sight
+  (`gc.freeze`). Each worker starts with an empty `torch.compile` cache and no JAX persistent cache.
 - **Rounds**: a round trains every cell once with the round's seed (one full training run: the
   workload's epochs, early stopping included; speed-only workloads: warm-up plus timed epochs), in an
   order shuffled with the round's seed, one task at a time: only one worker computes at any moment.
@@ -138,6 +139,8 @@ METHOD = f"""\
   epochs; for a run so short that the tick uncertainty exceeds the threshold, the threshold is raised
   to it. Runs still disturbed after their retries are left out of the summaries when the cell has
   undisturbed rounds. Column *disturbed*: "retimed" = extra runs, "kept" = rounds still disturbed.
+  While at least half of the last 10 runs were disturbed at their first attempt the machine is busy,
+  not briefly disturbed: retries pause (timing again would only double the run) until it calms down.
 - **Import s**: importing the implementation's module in its worker (NumPy already loaded).
   **First step s**: the first time a worker trains a cell, a fresh model for one epoch of one batch
   — build, conversion, tracing and compilation included (other cells of the same framework may have
@@ -158,16 +161,18 @@ METHOD = f"""\
 def _run_lines(run: dict, cells: pd.DataFrame, ceiling_info: dict | None, malformed: list) -> list[str]:
     lines = []
     if run:
+        paused = (run.get("counts") or {}).get("retries paused", 0)
         lines += [f"Profile **{run.get('profile')}**: {run.get('profile_description', '')}. "
                   f"Threads per worker: {run.get('threads')}; device: {run.get('device')}; "
                   f"rounds: {len(run.get('plan', {}).get('rounds', []))}; wall time of the last run: "
-                  f"{run.get('wall_s', 0):.0f} s{' (interrupted)' if run.get('interrupted') else ''}.", ""]
-    total = int(cells["rounds"].sum()) if not cells.empty else 0
-    lines += [f"{len(cells)} cells, {total} cell-rounds: {int(cells['errors'].sum()) if total else 0} errors; "
-              f"disturbed runs: {int(cells['retimed'].sum()) if total else 0} timed again, "
-              f"{int(cells['disturbed'].sum()) if total else 0} still disturbed after retries "
-              f"(threshold {disturbance.THRESHOLD_CPUS} CPU of other load)."
-              + (f" {len(malformed)} malformed records were ignored (listed below)." if malformed else ""), ""]
+                  f"{run.get('wall_s', 0):.0f} s{' (interrupted)' if run.get('interrupted') else ''}; "
+                  f"retries paused while the machine was busy: {paused} runs.", ""]
+    if not cells.empty:
+        lines += [f"{len(cells)} cells, {int(cells['rounds'].sum())} cell-rounds: {int(cells['errors'].sum())} errors; "
+                  f"disturbed runs: {int(cells['retimed'].sum())} timed again, {int(cells['disturbed'].sum())} still "
+                  f"disturbed after retries (threshold {disturbance.THRESHOLD_CPUS} CPU of other load).", ""]
+    if malformed:
+        lines += [f"{len(malformed)} malformed records were ignored (listed below).", ""]
     if ceiling_info:
         by_library = ", ".join(f"{k} {v:.1f}" for k, v in ceiling_info["by_library"].items())
         lines += [f"Matmul ceiling ({ceiling_info['workload']} step, float32): **{ceiling_info['median']:.1f} "

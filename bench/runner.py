@@ -4,7 +4,9 @@ Each (implementation, backend) gets one long-lived worker (:mod:`bench.worker`) 
 native rows share, started the first time it is needed: a framework is imported once per run, not
 once per cell.  A round gives every cell and every ceiling task one turn, in an order shuffled
 with the round's seed, and only one worker computes at any moment, so slow drift of the machine
-hits every row alike.  Each task's record is written atomically the moment it finishes.
+hits every row alike.  Each task's record is written atomically the moment it finishes.  A
+disturbed training run is timed again up to the profile's retries, except while the machine is
+busy rather than briefly disturbed (:class:`BusyMachine`).
 
 Resume: a task whose record in this round is ``ok`` and carries the same key (the task, its seed,
 the profile's measuring settings, threads, device, the framework versions, the CPU and the hash of
@@ -291,8 +293,9 @@ def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, fo
                     bar.set_description(f"round {round_}")
                     bar.set_postfix_str(task.id)
                 message = plan.message(task, round_)
-                if message["kind"] == "cell" and busy.busy:
+                if message["kind"] == "cell" and busy.busy and message["settings"]["retries"]:
                     message["settings"]["retries"] = 0
+                    outcome.counts["retries paused"] += 1
                 record = run_task(plan, task, message, key, workers, environment)
                 results.write_record(record)
                 _count(outcome, record)
@@ -334,6 +337,6 @@ def run_task(plan: Plan, task: Task, message: dict, key: str, workers: Workers, 
         record.update(status="error", error=str(exc),
                       worker_output=worker.output_tail() if worker is not None else "")
         workers.drop(task.group)
-    record.update(wall_s=time.perf_counter() - start, started_utc=started.strftime("%Y-%m-%d %H:%M:%S"),
+    record.update(wall_s=time.perf_counter() - start, started_utc=started.strftime("%Y-%m-%d %H:%M:%S.%f"),
                   environment=environment)
     return record

@@ -3,7 +3,9 @@
 The runner starts it with the thread variables and the backend variable already in its
 environment; the worker then dies with its parent (``PR_SET_PDEATHSIG``), pins itself to its
 CPUs, imports NumPy, then the implementation's module (timed: the framework's import), then sets
-the thread pools that only have an API (:mod:`bench.libraries`).  It answers ``ready`` and reads
+the thread pools that only have an API (:mod:`bench.libraries`) and freezes what the imports built
+out of the garbage collector's sight (``gc.freeze``: a TensorFlow worker's full collection took
+0.5 s, each time, in every worker alike).  It answers ``ready`` and reads
 tasks, one JSON line each, from stdin; each answer is one JSON line on the file descriptor named in
 the setup (stdout and stderr are the framework's, kept in a log).  A task that raises becomes an
 answer with ``status: "error"``; the worker goes on.
@@ -86,8 +88,13 @@ def start(setup: dict) -> dict:
     started = time.perf_counter()
     importlib.import_module(entry.module)
     import_s = time.perf_counter() - started
+    threads_applied = libraries.apply_threads(int(setup["threads"]))
+    # what the imports built lives as long as the worker: out of the collector's way, so that a full collection
+    # (inside a timed epoch, or before each task) does not scan a framework's ~10^5 objects again and again
+    gc.collect()
+    gc.freeze()
     return {"ready": True, "pid": os.getpid(), "numpy_import_s": numpy_import_s, "import_s": import_s,
-            "libraries": libraries.imported(), "threads_applied": libraries.apply_threads(int(setup["threads"])),
+            "libraries": libraries.imported(), "threads_applied": threads_applied,
             "devices": libraries.devices(), "cpu_affinity": cpus,
             "thread_env": {k: os.environ[k] for k in env.thread_env(int(setup["threads"]), setup["device"])
                            if k in os.environ},

@@ -203,7 +203,7 @@ def synthetic_data(params: Mapping[str, int]) -> Data:
 # ---- the workloads ---------------------------------------------------------------
 
 THROUGHPUT_STEPS = 8
-"""Steps per epoch of the speed-only workloads (an epoch is one timed block)."""
+"""Steps per epoch of the speed-only workloads."""
 
 
 def synthetic_workload(name: str, description: str, layer_sizes: tuple[int, ...], batch: int) -> Workload:
