@@ -124,8 +124,10 @@ METHOD = f"""\
   set after import, and what the imports built is frozen out of the garbage collector's sight
   (`gc.freeze`). Each worker starts with an empty `torch.compile` cache and no JAX persistent cache.
 - **Rounds**: a round trains every cell once with the round's seed (one full training run: the
-  workload's epochs, early stopping included; speed-only workloads: warm-up plus timed epochs), in an
-  order shuffled with the round's seed, one task at a time: only one worker computes at any moment.
+  workload's epochs up to the profile's cap, early stopping included; speed-only workloads: warm-up plus
+  timed epochs), in an order shuffled with the round's seed, one task at a time: only one worker computes
+  at any moment. A spec cell and its native twin run back to back (in random order), so a round's adapter
+  overhead compares two runs seconds apart.
 - **Step time**: each epoch's wall time of its updates (`History.epoch_time`: data converted
   beforehand, validation excluded) ÷ its batches; the first epoch (speed-only: the warm-up epochs)
   is discarded; the round's sample is the median over its epochs. Tables give the **median over rounds

@@ -3,10 +3,10 @@
 Each (implementation, backend) gets one long-lived worker (:mod:`bench.worker`) that its spec and
 native rows share, started the first time it is needed: a framework is imported once per run, not
 once per cell.  A round gives every cell and every ceiling task one turn, in an order shuffled
-with the round's seed, and only one worker computes at any moment, so slow drift of the machine
-hits every row alike.  Each task's record is written atomically the moment it finishes.  A
-disturbed training run is timed again up to the profile's retries, except while the machine is
-busy rather than briefly disturbed (:class:`BusyMachine`).
+with the round's seed (a spec cell and its native twin back to back), and only one worker computes
+at any moment, so slow drift of the machine hits every row alike.  Each task's record is written
+atomically the moment it finishes.  A disturbed training run is timed again up to the profile's
+retries, except while the machine is busy rather than briefly disturbed (:class:`BusyMachine`).
 
 Resume: a task whose record in this round is ``ok`` and carries the same key (the task, its seed,
 the profile's measuring settings, threads, device, the framework versions, the CPU and the hash of
@@ -38,7 +38,7 @@ from pathlib import Path
 from bench import env, workloads
 from bench.cells import Ceiling, Cell, Profile
 from bench.layout import ResultsDir
-from bench.rows import Row
+from bench.rows import BASELINE, Row
 
 Task = Cell | Ceiling
 
@@ -194,10 +194,23 @@ class Plan:
         return [*self.cells, *self.ceilings]
 
     def order(self, round_: int) -> list[Task]:
-        """Every task of a round, shuffled with the round's seed (the same order on every run)."""
-        tasks = self.tasks
-        random.Random(f"bench round {round_}").shuffle(tasks)
-        return tasks
+        """Every task of a round, shuffled with the round's seed (the same order on every run).
+
+        A spec cell and its native twin (same implementation, backend, mode, workload, dtype) are
+        shuffled as one unit, in a random order within it: they run back to back, so the adapter
+        overhead of the round compares two runs seconds apart, not minutes.
+        """
+        rng = random.Random(f"bench round {round_}")
+        units: dict[object, list[Task]] = {}
+        for task in self.tasks:
+            twin = (task.row.group, task.mode, task.workload, task.dtype, tuple(sorted(task.params.items()))
+                    ) if isinstance(task, Cell) and task.row.variant != BASELINE else task.id
+            units.setdefault(twin, []).append(task)
+        shuffled = list(units.values())
+        rng.shuffle(shuffled)
+        for unit in shuffled:
+            rng.shuffle(unit)
+        return [task for unit in shuffled for task in unit]
 
     def message(self, task: Task, round_: int) -> dict:
         """What the worker is sent: the task, the round's seed, the profile's measuring settings."""

@@ -17,17 +17,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import psutil
 import pytest
 
-from bench import cells, disturbance, stats, summary, workloads
-from bench.__main__ import main as bench_main
-from bench.compare import aa_check, compare, markdown, relative_times, write_aa
-from bench.layout import ResultsDir
-from bench.rows import NATIVE, SPEC, Row, all_rows
-from bench.runner import Plan
-from impls import registry
+from tests.conftest import import_or_skip
+
+for _module in ("pandas", "psutil", "scipy", "tabulate", "tqdm", "cpuinfo", "sklearn"):  # pip install '.[bench]'
+    import_or_skip(_module)
+
+import pandas as pd  # noqa: E402
+import psutil  # noqa: E402
+
+from bench import cells, disturbance, stats, summary, workloads  # noqa: E402
+from bench.__main__ import main as bench_main  # noqa: E402
+from bench.compare import aa_check, compare, markdown, relative_times, write_aa  # noqa: E402
+from bench.layout import ResultsDir  # noqa: E402
+from bench.rows import NATIVE, SPEC, Row, all_rows  # noqa: E402
+from bench.runner import Plan  # noqa: E402
+from impls import registry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "tests.bench_plugin"
@@ -106,6 +112,18 @@ def test_rounds_are_shuffled_with_their_seed() -> None:
     assert [t.id for t in first] == [t.id for t in again]
     assert [t.id for t in first] != [t.id for t in second] and sorted(t.id for t in first) == sorted(
         t.id for t in second)
+    for order in (first, second):  # spec and native twins run back to back, in either order
+        ids = [t.id for t in order]
+        for i, task in enumerate(order):
+            if task.row.variant == SPEC:
+                twin = task.id.replace(f"__{task.row.slug}__", f"__{task.row.slug}-native__")
+                assert twin in ids[max(i - 1, 0):i + 2]
+    native_first = set()
+    for order in (first, second):
+        position = {t.id: i for i, t in enumerate(order)}
+        native_first |= {position[t.id] < position[t.id.replace("-native", "")]
+                         for t in order if t.row.variant == NATIVE}
+    assert native_first == {True, False}
 
 
 def test_the_resume_key_changes_with_the_sources_and_the_settings(tmp_path, monkeypatch) -> None:
