@@ -11,10 +11,15 @@ other cell look faster.  The price: a change that slows more than half of the ce
 for the machine; the absolute change beside each cell, and the run factor, show it.
 
 Verdict per cell (:func:`bench.stats.judge`): *slower*/*faster* when the Mann-Whitney U test over the
-rounds' relative times gives p < 0.05 **and** the median changed by more than 10 %; else within
-noise.  Rounds are the samples: 5 vs 5 rounds reach p = 0.008 when every round of one run is above
-every round of the other, which a real 2x slowdown does; 3 vs 3 never could (p >= 0.1), and such a
-cell is reported as "too few rounds".
+rounds' relative times gives p < 0.05 **and** the median changed by more than 10 % and by more than
+three standard errors (from the rounds' spread); else within noise.  Rounds are the samples: 5 vs 5
+rounds reach p = 0.008 when every round of one run is above every round of the other, which a real
+2x slowdown does; 3 vs 3 never could (p >= 0.1), and such a cell is reported as "too few rounds".
+
+A change beyond the noise in a cell whose rounds were mostly disturbed, in either run, is
+"disturbed: cannot tell": under other processes' load (measured per round, :mod:`bench.disturbance`)
+a 0.3 ms step took 1 ms in one run and 0.3 ms in the other, a difference of the machine that no
+statistic on the times can remove.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ import pandas as pd
 from bench import layout, stats
 from bench.layout import ResultsDir
 from bench.report import tables
+
+DISTURBED = "disturbed: cannot tell"
+"""The verdict of a change beyond the noise in a cell whose rounds, in either run, were mostly disturbed
+(:mod:`bench.disturbance`): the times measured the other processes as much as the code."""
 
 AA_AGREEMENT = 0.10
 """The A/A check: two runs of the same code should give every cell's × fastest within ±10 % ..."""
@@ -87,6 +96,9 @@ def compare(old: ResultsDir, new: ResultsDir, min_effect: float = stats.MIN_EFFE
                 "rounds": f"{len(before)}/{len(after)}"}
         if len(before) and len(after) and stats.smallest_p(len(before), len(after)) < alpha:
             verdict, p, ratio = stats.judge(before, after, min_effect, alpha)
+            if verdict != "within noise" and (_mostly_disturbed(old_rounds, cell_id)
+                                              or _mostly_disturbed(new_rounds, cell_id)):
+                verdict = DISTURBED
             line.update({"relative change %": (ratio - 1) * 100, "p": p, "verdict": verdict})
         else:
             line.update({"relative change %": np.nan, "p": np.nan, "verdict": "too few rounds"})
@@ -95,6 +107,12 @@ def compare(old: ResultsDir, new: ResultsDir, min_effect: float = stats.MIN_EFFE
                                            "rounds", "verdict"])
     changes = changes.sort_values("relative change %", ascending=False, na_position="last")
     return Comparison(changes, sorted(old_ids - new_ids), sorted(new_ids - old_ids), factor, min_effect, alpha)
+
+
+def _mostly_disturbed(rounds: pd.DataFrame, cell_id: str) -> bool:
+    """Whether most of the rounds a run has for the cell were timed while other processes loaded the machine."""
+    disturbed = rounds[rounds["id"] == cell_id]["disturbed"].fillna(False).astype(bool)
+    return bool(2 * disturbed.sum() > len(disturbed))
 
 
 def markdown(comparison: Comparison) -> str:
@@ -109,9 +127,10 @@ def markdown(comparison: Comparison) -> str:
     verdicts = comparison.changes["verdict"].value_counts().to_dict() if not shown.empty else {}
     text.append(f"{len(shown)} cells compared: {verdicts.get('slower', 0)} slower, {verdicts.get('faster', 0)} faster "
                 f"beyond the noise (Mann-Whitney two-sided p < {comparison.alpha} over the rounds' relative step "
-                f"times and a change above {comparison.min_effect:.0%}), {verdicts.get('too few rounds', 0)} with too "
-                "few rounds to tell.  Run factor (the typical cell's new ÷ old time, taken for the machine): "
-                f"{comparison.run_factor:.3f}.")
+                f"times, and a change above {comparison.min_effect:.0%} and {stats.NOISE_Z:g} standard errors), "
+                f"{verdicts.get(DISTURBED, 0)} changed while other processes loaded the machine (cannot tell), "
+                f"{verdicts.get('too few rounds', 0)} with too few rounds to tell.  Run factor (the typical cell's "
+                f"new ÷ old time, taken for the machine): {comparison.run_factor:.3f}.")
     return "\n".join(text)
 
 

@@ -140,7 +140,8 @@ METHOD = f"""\
   (0.2–10 s), not an epoch: `/proc/stat` counts 10 ms ticks, coarser than the smallest workloads'
   epochs; for a run so short that the tick uncertainty exceeds the threshold, the threshold is raised
   to it. Runs still disturbed after their retries are left out of the summaries when the cell has
-  undisturbed rounds. Column *disturbed*: "retimed" = extra runs, "kept" = rounds still disturbed.
+  at least 4 undisturbed rounds (enough for `compare`). Column *disturbed*: "retimed" = extra runs,
+  "kept" = rounds still disturbed.
   While at least half of the last 10 runs were disturbed at their first attempt the machine is busy,
   not briefly disturbed: retries pause (timing again would only double the run) until it calms down.
 - **Import s**: importing the implementation's module in its worker (NumPy already loaded).

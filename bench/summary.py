@@ -1,8 +1,8 @@
 """From records to tables (pandas): one sample per cell and round, ratios per round, summaries over rounds.
 
 * ``samples``: one line per cell record (``ok`` or ``error``).  A sample is *usable* when it is ok
-  and was not left disturbed after its retries; a cell with no undisturbed round falls back to all
-  its ok rounds (and says so in its ``disturbed`` count).
+  and was not left disturbed after its retries; a cell with too few undisturbed rounds
+  (:data:`MIN_CALM_ROUNDS`) keeps all its ok rounds (and says so in its ``disturbed`` count).
 * per round: ``x_fastest`` = the cell's step time ÷ the fastest usable cell of the same workload
   (and dtype, sweep point) in the same round; ``overhead`` = a spec row's step time ÷ its native
   row's (same implementation, backend, mode, workload) in the same round; ``pct_of_ceiling`` for
@@ -87,13 +87,19 @@ def run_ceiling(ceiling: pd.DataFrame) -> dict[str, object] | None:
             "workload": ok["workload"].iloc[0]}
 
 
+MIN_CALM_ROUNDS = 4
+"""Disturbed rounds are left out only where at least this many undisturbed ones remain (enough for
+``compare``'s rank test to reach p < 0.05); otherwise a cell keeps every ok round."""
+
+
 def mark_usable(samples: pd.DataFrame) -> pd.DataFrame:
-    """Add ``usable``: ok and undisturbed, or ok where a cell has no undisturbed round at all."""
+    """Add ``usable``: the undisturbed ok rounds of a cell that has :data:`MIN_CALM_ROUNDS` of them, else every ok
+    round."""
     out = samples.copy()
     ok = out["status"] == "ok"
     calm = ok & ~out["disturbed"].fillna(False).astype(bool)
-    has_calm = calm.groupby(out["id"]).transform("any")
-    out["usable"] = calm | (ok & ~has_calm)
+    enough_calm = calm.groupby(out["id"]).transform("sum") >= MIN_CALM_ROUNDS
+    out["usable"] = calm | (ok & ~enough_calm)
     return out
 
 

@@ -55,15 +55,15 @@ class CrashingMLP(NumpyMLP):
 
 
 class InterruptingMLP(NumpyMLP):
-    """Sends Ctrl-C to the runner the first time; trains normally afterwards."""
+    """Sends Ctrl-C to the runner the first time it is built in round 1 (seed 1); trains normally otherwise."""
 
     name = "fake_interrupt"
 
-    def __init__(self, *args, **kwargs) -> None:
-        if _first_time("interrupt"):
+    def __init__(self, spec, seed: int = 0, mode: str = "default") -> None:
+        if seed == 1 and _first_time("interrupt"):
             os.kill(os.getppid(), signal.SIGINT)
             time.sleep(30)  # the runner kills this worker when it handles the interrupt
-        super().__init__(*args, **kwargs)
+        super().__init__(spec, seed, mode)
 
 
 class LoadedMLP(NumpyMLP):
