@@ -292,12 +292,13 @@ def test_compare_flags_a_2x_slowdown_and_nothing_in_an_aa_pair(tmp_path) -> None
 
 def test_relative_times_take_out_round_drift_and_run_drift_but_not_a_minority_change() -> None:
     def frame(times: dict[str, list[float]]) -> pd.DataFrame:
-        return pd.DataFrame([{"id": c, "round": r, "step_s": t} for c, ts in times.items() for r, t in enumerate(ts)])
+        return pd.DataFrame([{"id": c, "round": r, "step_s": t, "workload": "digits", "point": "", "dtype": "float32"}
+                             for c, ts in times.items() for r, t in enumerate(ts)])
 
     old = frame({"a": [1.0, 2.0, 1.0], "b": [4.0, 8.0, 4.0], "c": [16.0, 32.0, 16.0]})  # round 1: machine 2x slower
     new = frame({"a": [1.5, 1.5, 1.5], "b": [6.0, 6.0, 6.0], "c": [48.0, 48.0, 48.0]})  # 1.5x machine; c slowed 2x more
-    rel_old, rel_new, factor = relative_times(old, new, {"a", "b", "c"})
-    assert factor == pytest.approx(1.5)
+    rel_old, rel_new, factors = relative_times(old, new, {"a", "b", "c"})
+    assert factors == {"digits": pytest.approx(1.5)}
     by_cell = rel_old.set_index(["id", "round"])["relative"].unstack().to_numpy()
     assert np.allclose(by_cell, [[1] * 3, [4] * 3, [16] * 3])
     assert np.allclose(rel_new.groupby("id")["relative"].median().to_numpy(), [1.0, 4.0, 32.0])
