@@ -40,6 +40,13 @@ def studies(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmark every implementation into results/ (``-- --profile full``, ``-- --threads 1``, ``-- --force``)."""
+    """Benchmark every registered implementation, its native idiom and the baselines into results/, quick profile.
+
+    ``-- --profile full``, ``-- --threads all``, ``-- --only digits``, ``-- --force`` pass options to
+    ``python -m bench run``; ``-- aa`` (two runs of the same code, compared), ``-- report`` and
+    ``-- compare OLD NEW`` run those commands instead.
+    """
     session.install(".[all,bench]")
-    session.run("python", "-m", "bench", "run", *session.posargs)
+    commands = ("run", "report", "compare", "aa")
+    args = session.posargs if session.posargs[:1] and session.posargs[0] in commands else ["run", *session.posargs]
+    session.run("python", "-m", "bench", *args)

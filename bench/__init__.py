@@ -1,17 +1,25 @@
-"""The benchmark: speed, accuracy and memory of every implementation, one process per cell.
+"""The benchmark: every registered implementation, its native idiom and the baselines, measured in rounds.
 
-``python -m bench run`` works through the matrix of cells (implementation x mode x
-workload), each in its own worker process (:mod:`bench.worker`), writes one record
-per cell to ``results/raw/`` as soon as it finishes, and renders the report
-(:mod:`bench.report`).  ``python -m bench compare OLD NEW`` compares two result sets.
+``python -m bench run`` expands a profile (:mod:`bench.cells`) into cells (row x mode x
+workload) from the registry (:mod:`bench.rows`: a spec row and a native row per implementation
+and backend, plus the baselines).  One persistent worker per (implementation, backend)
+(:mod:`bench.worker`) runs its rows' tasks; each round gives every cell one training run with
+the round's seed, in a freshly shuffled order, one task at a time (:mod:`bench.runner`), and
+times the machine's matmul ceiling once per library.  Every block is checked for disturbance by
+other processes (:mod:`bench.disturbance`) and timed again when disturbed.  Records land in the
+results directory (:mod:`bench.layout`) per task and round, atomically; a run resumes.  The
+report (:mod:`bench.summary`, :mod:`bench.report`) gives medians over rounds with bootstrap
+intervals (:mod:`bench.stats`), × fastest and the adapter overhead (spec row ÷ native row)
+formed per round, and the disturbance counts.  ``python -m bench compare OLD NEW`` decides
+slower/faster with a rank test and a minimum effect (:mod:`bench.compare`); ``python -m bench aa``
+checks that two runs of the same code agree.
 
-Modules: :mod:`bench.env` (threads and environment), :mod:`bench.rows` (what runs),
-:mod:`bench.workloads` (data, models, FLOP counts), :mod:`bench.cells` (profiles and
-the matrix), :mod:`bench.timing` (statistics), :mod:`bench.baseline` (scikit-learn),
-:mod:`bench.worker`, :mod:`bench.runner`, :mod:`bench.report`, :mod:`bench.compare`.
+Other modules: :mod:`bench.env` (threads, versions, sources hash), :mod:`bench.libraries` (what
+only a library's API can set), :mod:`bench.workloads` (data, models, FLOP counts).
 
-Extensions for tests: ``BENCH_PLUGINS`` names modules (comma-separated) imported by
-the runner and every worker; they may register rows, workloads and profiles.
+Extensions for tests: ``BENCH_PLUGINS`` names modules (comma-separated) imported by the runner
+and every worker; they may register implementations (in :mod:`impls.registry`), workloads and
+profiles.
 """
 
 from __future__ import annotations
@@ -22,9 +30,14 @@ import os
 PLUGINS_ENV = "BENCH_PLUGINS"
 
 
+def plugin_names() -> list[str]:
+    """The modules named in ``$BENCH_PLUGINS``."""
+    return [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
+
+
 def load_plugins() -> list[str]:
-    """Import the modules named in ``$BENCH_PLUGINS`` (they register rows, workloads, profiles)."""
-    names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
+    """Import the modules named in ``$BENCH_PLUGINS`` (they register implementations, workloads, profiles)."""
+    names = plugin_names()
     for name in names:
         importlib.import_module(name)
     return names

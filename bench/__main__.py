@@ -1,14 +1,19 @@
-"""Command line: ``python -m bench run | report | compare``.
+"""Command line: ``python -m bench run | report | compare | aa``.
 
 ``run [--profile quick|full] [--threads N|all] [--device cpu|gpu] [--only REGEX] [--force] [--out DIR]``
-works through the profile's cells, resuming where an earlier run stopped, then writes the report.
-``report [--out DIR]`` rewrites the report from the records.  ``compare OLD NEW`` prints the change of
-every cell's step time and flags slowdowns beyond the noise (exit code 1 with ``--fail-on-slowdown``).
+measures the profile's rounds, resuming where an earlier run stopped, then writes the report; it exits
+1 when a task errored, 130 when interrupted.  ``report [--out DIR]`` rewrites the report from the
+records.  ``compare OLD NEW`` prints the change of every cell and flags those beyond the noise (exit 1
+with ``--fail-on-slowdown`` when one is slower).  ``aa`` runs the quick profile twice on the same code
+(``results/aa/a``, ``results/aa/b``) and writes their comparison to ``results/aa/`` (exit 1 when the A/A
+targets are missed).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import signal
 import sys
 import time
@@ -17,90 +22,173 @@ from pathlib import Path
 
 import bench
 from bench import cells as cells_mod
-from bench import env
+from bench import env, stats
+from bench.layout import ResultsDir
+
+
+def threads_arg(text: str) -> int:
+    """``all`` or a whole number of threads between 1 and the cores this process may use."""
+    cores = len(env.available_cores())
+    if text == "all":
+        return cores
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of threads or 'all', got {text!r}") from None
+    if not 1 <= n <= cores:
+        raise argparse.ArgumentTypeError(f"threads must be between 1 and {cores} (the cores available here), got {n}")
+    return n
+
+
+def regex_arg(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {text!r} ({exc})") from None
+    return text
+
+
+def results_dir_arg(text: str) -> Path:
+    """An existing results directory (for ``report`` and ``compare``)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no such results directory: {text}")
+    return path
+
+
+def fraction_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the benchmark (resumes; --force reruns)")
-    run.add_argument("--profile", default="quick", help="quick (default) or full")
-    run.add_argument("--threads", default="all", help="threads per worker: N or 'all' (default: all cores)")
-    run.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                     help="cpu (default: GPUs hidden) or gpu (frameworks use a GPU they see)")
-    run.add_argument("--only", default=None, help="regular expression on cell ids, e.g. 'digits|throughput'")
-    run.add_argument("--force", action="store_true", help="rerun cells that already have a result")
+    _run_options(run)
+    run.add_argument("--force", action="store_true", help="rerun tasks that already have a result")
     run.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: results)")
     run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     run.add_argument("--list", action="store_true", help="list the cells and exit")
     rep = sub.add_parser("report", help="write README.md, CSV, JSON and plots from the records")
-    rep.add_argument("--out", type=Path, default=Path("results"))
+    rep.add_argument("--out", type=results_dir_arg, default=Path("results"))
     cmp_ = sub.add_parser("compare", help="compare two result directories")
-    cmp_.add_argument("old", type=Path)
-    cmp_.add_argument("new", type=Path)
-    cmp_.add_argument("--threshold", type=float, default=0.10, help="relative change that may count (0.10)")
-    cmp_.add_argument("--fail-on-slowdown", action="store_true")
+    cmp_.add_argument("old", type=results_dir_arg)
+    cmp_.add_argument("new", type=results_dir_arg)
+    cmp_.add_argument("--min-effect", type=fraction_arg, default=stats.MIN_EFFECT,
+                      help=f"smallest relative change that may count ({stats.MIN_EFFECT})")
+    cmp_.add_argument("--alpha", type=fraction_arg, default=stats.ALPHA,
+                      help=f"significance level of the rank test ({stats.ALPHA})")
+    cmp_.add_argument("--fail-on-slowdown", action="store_true", help="exit 1 when a cell is slower")
+    aa = sub.add_parser("aa", help="run a profile twice on the same code and compare the runs")
+    _run_options(aa)
+    aa.add_argument("--out", type=Path, default=Path("results"), help="writes OUT/aa/ (default: results)")
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    from bench import runner
-    from bench.report import RUN_FILE, load_runs, write_report
-    from bench.worker import write_json
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="quick", choices=sorted(cells_mod.PROFILES),
+                        help="how much to measure (default: quick)")
+    parser.add_argument("--threads", type=threads_arg, default=1,
+                        help="threads per worker: N or 'all' (default: 1, which leaves the other cores to the "
+                             "system and the neighbours instead of fighting them)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu (default: GPUs hidden) or gpu (frameworks use a GPU they see)")
+    parser.add_argument("--only", type=regex_arg, default=None,
+                        help="regular expression on cell ids, e.g. 'digits|throughput'")
 
-    if args.profile not in cells_mod.PROFILES:
-        print(f"unknown profile {args.profile!r}; expected one of {sorted(cells_mod.PROFILES)}", file=sys.stderr)
-        return 2
-    profile = cells_mod.PROFILES[args.profile]
-    threads = env.resolve_threads(args.threads)
-    cells, unavailable = cells_mod.matrix(profile, threads, args.device, args.only)
-    if args.list:
-        print("\n".join(c.id for c in cells))
-        return 0
+
+def measure(profile_name: str, threads: int, device: str, out: Path, only: str | None = None,
+            force: bool = False, report: bool = True) -> int:
+    """Run a profile into ``out`` and write its report; the exit status (0, 1 on errors, 130 interrupted)."""
+    from bench import runner
+    from bench.report import write_report
+
+    profile = cells_mod.PROFILES[profile_name]
+    cells, unavailable = cells_mod.matrix(profile, only)
     for name, reason in unavailable.items():
         print(f"not run: {name}: {reason}", file=sys.stderr)
+    plan = runner.Plan(profile, cells, cells_mod.ceilings(profile, cells), threads, device)
+    results = ResultsDir(out)
+    environment = env.collect(bench.plugin_names())
     started = datetime.now(UTC)
+    info = {"run_id": f"{started:%Y%m%dT%H%M%S}-{os.getpid()}", "profile": profile.name,
+            "profile_description": profile.description, "threads": threads, "device": device, "only": only,
+            "unavailable": unavailable, "plan": plan.to_dict(), "started_utc": started.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv), "environment": environment, "interrupted": True}
+    results.add_run(info)  # before the first task: an interrupted run still names its plan
     start = time.perf_counter()
-    info = {"profile": profile.name, "profile_description": profile.description, "threads": threads,
-            "device": args.device, "only": args.only, "unavailable": unavailable, "cells": len(cells),
-            "started_utc": started.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
-    args.out.mkdir(parents=True, exist_ok=True)
     status = 0
-    # a job started in the background inherits SIGINT ignored; Ctrl-C must still stop the run cleanly
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    outcome = runner.Outcome()
     try:
-        counts = runner.run(cells, args.out, force=args.force, progress=True)
-        print(f"cells: {counts['ok']} ok, {counts['error']} errors, {counts['skipped']} already done",
-              file=sys.stderr)
+        runner.run(plan, results, environment, outcome, force=force, progress=True)
     except KeyboardInterrupt:
-        print("interrupted: finished cells are saved; run again to resume", file=sys.stderr)
+        print("interrupted: finished tasks are saved; run again to resume", file=sys.stderr)
         status = 130
-    info["wall_s"] = time.perf_counter() - start
-    info["interrupted"] = status != 0
-    write_json(args.out / RUN_FILE, {"runs": [*load_runs(args.out), info]})
-    if not args.no_report and status == 0:
-        write_report(args.out)
-        print(f"report: {args.out / 'README.md'}", file=sys.stderr)
+    counts = outcome.counts
+    print(f"tasks: {counts['ok']} ok, {counts['error']} errors, {counts['skipped']} already done; disturbed runs "
+          f"timed again: {counts['retimed']}, still disturbed: {counts['disturbed']} (retries paused while the "
+          f"machine was busy: {counts['retries paused']}); malformed records replaced: {len(outcome.malformed)}",
+          file=sys.stderr)
+    info.update(wall_s=time.perf_counter() - start, interrupted=status != 0, counts=dict(counts),
+                malformed=outcome.malformed)
+    results.add_run(info)
+    if report and status == 0:
+        write_report(results)
+        print(f"report: {results.file('README.md')}", file=sys.stderr)
+    if status == 0 and counts["error"]:
+        print("errors:\n  " + "\n  ".join(outcome.errors), file=sys.stderr)
+        status = 1
     return status
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # workers and temporary directories are cleaned up on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
+    bench.load_plugins()  # before parsing: plugins register profiles
     args = _parser().parse_args(argv)
-    bench.load_plugins()
+    # a job started in the background inherits SIGINT ignored; Ctrl-C (and SIGTERM) must still stop a run cleanly
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     if args.command == "run":
-        return _run(args)
+        if args.list:
+            cells, _ = cells_mod.matrix(cells_mod.PROFILES[args.profile], args.only)
+            print("\n".join(c.id for c in cells))
+            return 0
+        return measure(args.profile, args.threads, args.device, args.out, args.only, args.force, not args.no_report)
     if args.command == "report":
         from bench.report import write_report
 
-        written = write_report(args.out)
+        written = write_report(ResultsDir(args.out))
         print(f"wrote {args.out / 'README.md'} and {len(written['plots'])} plots", file=sys.stderr)
         return 0
-    from bench.compare import compare, format_changes
+    if args.command == "compare":
+        from bench.compare import compare, markdown
 
-    changes, only_old, only_new = compare(args.old, args.new, args.threshold)
-    print(format_changes(changes, only_old, only_new))
-    slower = any(c.verdict == "slower" for c in changes)
-    return 1 if slower and args.fail_on_slowdown else 0
+        comparison = compare(ResultsDir(args.old), ResultsDir(args.new), args.min_effect, args.alpha)
+        print(markdown(comparison))
+        slower = (comparison.changes["verdict"] == "slower").any()
+        return 1 if slower and args.fail_on_slowdown else 0
+    from bench.compare import write_aa
+
+    root = ResultsDir(args.out)
+    runs = [ResultsDir(root.aa / name) for name in ("a", "b")]
+    for run in runs:
+        print(f"A/A: run {run.root}", file=sys.stderr)
+        status = measure(args.profile, args.threads, args.device, run.root, args.only, force=True)
+        if status not in (0, 1):
+            return status
+    verdict = write_aa(root, *runs)
+    print(f"A/A {'passed' if verdict['passed'] else 'FAILED'}: {verdict}; see {root.aa / 'compare.md'}",
+          file=sys.stderr)
+    return 0 if verdict["passed"] else 1
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """Threads and environment: set identically for every framework, recorded with every result.
 
-:func:`thread_env` gives the variables a worker needs *before* it imports any
-framework (BLAS/OpenMP pools, TensorFlow's pools, XLA's CPU flags, which device is
-visible); :func:`apply_after_import` sets the pools that only have an API
-(``torch.set_num_threads``, ``tf.config.threading``).  :func:`collect` describes the
-machine and the code: versions, CPU, cores, date, git commit.
+:func:`thread_env` gives the variables a worker needs *before* it imports any framework
+(BLAS/OpenMP pools, TensorFlow's pools, XLA's CPU flags, which device is visible);
+the pools that only have an API are set after import by :mod:`bench.libraries`.
+:func:`collect` describes the machine and the code: versions (of the distributions the
+registry's extras install), CPU, cores, date, git commit and a hash of the sources.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import os
 import platform
 import subprocess
@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-DISTRIBUTIONS = ("numpy", "torch", "jax", "jaxlib", "keras", "tensorflow-cpu", "tensorflow",
-                 "scikit-learn", "matplotlib")
-"""Distributions whose versions every record names (read from metadata: nothing is imported)."""
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DISTRIBUTION = "mlp-four-frameworks"
+MEASURING_SOURCES = ("impls", "bench")
+"""Packages whose code produces the numbers: their hash is part of every record's resume key."""
 
 
 def available_cores() -> list[int]:
@@ -33,16 +32,6 @@ def available_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def resolve_threads(threads: str | int) -> int:
-    """``"all"`` -> every core this process may use; otherwise a positive int."""
-    if threads == "all":
-        return len(available_cores())
-    n = int(threads)
-    if n < 1:
-        raise ValueError(f"threads must be >= 1 or 'all', got {threads!r}")
-    return n
-
-
 def thread_env(n: int, device: str = "cpu") -> dict[str, str]:
     """Environment variables that fix every framework's thread pools at ``n`` (set before import).
 
@@ -51,7 +40,9 @@ def thread_env(n: int, device: str = "cpu") -> dict[str, str]:
     is not an XLA flag (``--intra_op_parallelism_threads=1`` aborts with "Unknown flag in
     XLA_FLAGS"; without the dashes the token is silently ignored), so it is not set.  XLA sizes
     its thread pool from the schedulable CPUs, which :func:`pin_cpus` restricts to ``n``.
-    ``device="cpu"`` hides GPUs from every framework, so nothing runs elsewhere by accident.
+    ``TORCHINDUCTOR_COMPILE_THREADS``: torch.compile compiles in the worker itself instead of a
+    pool of compile processes, whose CPU time would count as another process's load
+    (:mod:`bench.disturbance`).  ``device="cpu"`` hides GPUs from every framework.
     """
     env = {
         "OMP_NUM_THREADS": str(n),
@@ -61,6 +52,7 @@ def thread_env(n: int, device: str = "cpu") -> dict[str, str]:
         "NUMEXPR_NUM_THREADS": str(n),
         "TF_NUM_INTRAOP_THREADS": str(n),
         "TF_NUM_INTEROP_THREADS": "1",
+        "TORCHINDUCTOR_COMPILE_THREADS": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's start-up banner is not a result
     }
     if n == 1:
@@ -73,65 +65,63 @@ def thread_env(n: int, device: str = "cpu") -> dict[str, str]:
 
 def pin_cpus(n: int) -> list[int]:
     """Restrict this process to the first ``n`` allowed CPUs; returns the set in force."""
-    cores = available_cores()
-    chosen = cores[:n]
+    chosen = available_cores()[:n]
     if hasattr(os, "sched_setaffinity") and chosen:
         os.sched_setaffinity(0, chosen)
     return available_cores()
 
 
-def apply_after_import(n: int) -> dict[str, object]:
-    """Set the thread pools that have only an API, for the frameworks this process imported.
+# ---- what made the numbers ------------------------------------------------------------
 
-    Returns what was set and what each framework reports back.
+
+def reported_distributions() -> list[str]:
+    """The distributions whose versions every run names, read from the package metadata: what the
+    registry's extras install, plus NumPy and scikit-learn (the reference's and the baseline's).
+
+    A distribution's companions are named too: a requirement whose name extends its own (``jax`` ->
+    ``jaxlib``, the runtime that computes), so the list needs no framework named here.
     """
-    applied: dict[str, object] = {}
-    if "torch" in sys.modules:
-        import torch
+    from impls import registry
 
-        torch.set_num_threads(n)
-        # only allowed before the first inter-op parallel work; later calls keep the default
-        with contextlib.suppress(RuntimeError):
-            torch.set_num_interop_threads(1)
-        applied["torch"] = {"num_threads": torch.get_num_threads(),
-                            "num_interop_threads": torch.get_num_interop_threads()}
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(n)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # the runtime is already initialized: the env variables above hold
-            pass
-        applied["tensorflow"] = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                                 "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
-    if "jax" in sys.modules:
-        applied["jax"] = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
-    return applied
+    extras = {entry.extra for entry in registry.IMPLEMENTATIONS.values() if entry.extra}
+    names = ["numpy"]
+    for name in (_name(r) for r in _requirements(DISTRIBUTION, extras)):
+        if name != DISTRIBUTION:
+            names += [name, *(c for c in map(_name, _requirements(name)) if c.startswith(name) and c != name)]
+    return list(dict.fromkeys([*names, "scikit-learn"]))
 
 
-def devices_seen() -> dict[str, object]:
-    """Which devices the imported frameworks see (only frameworks already imported are asked)."""
-    seen: dict[str, object] = {}
-    if "torch" in sys.modules:
-        import torch
+def _requirements(distribution: str, extras: set[str] | None = None) -> list[str]:
+    """Requirement strings of ``distribution``: those only ``extras`` install, or (``None``) the
+    unconditional ones; ``[]`` when it is not installed."""
+    from packaging.requirements import Requirement
 
-        seen["torch"] = "cuda" if torch.cuda.is_available() else "cpu"
-    if "jax" in sys.modules:
-        import jax
+    try:
+        requirements = metadata.requires(distribution) or []
+    except metadata.PackageNotFoundError:
+        return []
+    out = []
+    for text in requirements:
+        marker = Requirement(text).marker
+        if extras is None:
+            wanted = marker is None or marker.evaluate({"extra": ""})
+        else:
+            wanted = marker is not None and any(marker.evaluate({"extra": extra}) for extra in extras)
+        if wanted:
+            out.append(text)
+    return out
 
-        seen["jax"] = jax.default_backend()
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
 
-        seen["tensorflow"] = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    return seen
+def _name(requirement: str) -> str:
+    from packaging.requirements import Requirement
+
+    return Requirement(requirement).name
 
 
 def versions() -> dict[str, str | None]:
-    """Installed versions of the distributions the benchmark involves (``None``: not installed)."""
+    """Installed versions of :func:`reported_distributions` (``None``: not installed)."""
     out: dict[str, str | None] = {}
-    for dist in DISTRIBUTIONS:
+    for dist in reported_distributions():
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -139,15 +129,28 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def cpu_model() -> str:
-    """The CPU's model name, from /proc/cpuinfo (Linux) or the platform module."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def sources_hash(extra_modules: list[str] = ()) -> str:
+    """SHA-256 (first 16 hex digits) of every ``.py`` file in :data:`MEASURING_SOURCES` and of the
+    given modules (plugins), so an uncommitted edit makes every record stale."""
+    import importlib.util
+
+    files = sorted(p for package in MEASURING_SOURCES for p in (PROJECT_ROOT / package).rglob("*.py"))
+    for name in extra_modules:
+        found = importlib.util.find_spec(name)
+        if found is not None and found.origin:
+            files.append(Path(found.origin))
+    digest = hashlib.sha256()
+    for path in files:
+        label = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+        digest.update(str(label).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def cpu_description() -> str:
+    """The CPU's brand string (py-cpuinfo), e.g. ``"AMD EPYC 9B14"``."""
+    import cpuinfo
+
+    return str(cpuinfo.get_cpu_info().get("brand_raw") or platform.processor() or platform.machine())
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict[str, object]:
@@ -164,23 +167,24 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, object]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def collect() -> dict[str, object]:
-    """The environment of a run: versions, Python, CPU, cores, date (UTC), git commit."""
-    mem = None
-    try:
-        import psutil
+def collect(plugins: list[str] = ()) -> dict[str, object]:
+    """The environment of a run: versions, Python, CPU, cores, memory, date (UTC), git commit, sources hash."""
+    import psutil
 
-        mem = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:
-        pass
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu_model": cpu_model(),
+        "cpu_model": cpu_description(),
         "cpu_count": os.cpu_count(),
         "cores_available": len(available_cores()),
-        "memory_gib": mem,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "versions": versions(),
+        "sources_hash": sources_hash(list(plugins)),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "executable": sys.executable,
         **{f"git_{k}": v for k, v in git_state().items()},
     }
+
+
+RESUME_KEYS = ("versions", "cpu_model", "cpu_count", "sources_hash", "python")
+"""What a record's environment must share with this run for the record to count as done."""

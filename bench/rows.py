@@ -1,109 +1,98 @@
-"""What runs: one row per implementation (and Keras backend), plus the scikit-learn baseline.
+"""What runs: rows made from the registry, nothing else.
 
-A row names where its class lives and the environment its worker needs before any
-import (``KERAS_BACKEND``).  Its modes are read from the class's ``modes`` attribute
-in the source, without importing the framework: the runner stays light, and only
-the worker of a cell pays for an import.
+Every entry of :data:`impls.registry.IMPLEMENTATIONS` gives, for each of its backends (Keras:
+``keras[tensorflow]``, ``keras[jax]``, ...), a *spec* row (its :class:`~impls.base.MLP` class
+trained through ``fit``) and a *native* row (its module's ``native_fit``: the same training
+written the framework's own way, the yardstick for the adapter's overhead).  Every entry of
+:data:`impls.registry.BASELINES` gives one *baseline* row (an adapter around a library that is
+itself the native idiom).  Rows of one entry and backend share a *group*: one worker process.
+Registering an entry is all it takes for its rows to appear.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-from dataclasses import dataclass, field
+import importlib
+from dataclasses import dataclass
 
 from impls import registry
 
-SKLEARN = "sklearn"
-"""Name of the baseline row (scikit-learn's MLPClassifier / MLPRegressor)."""
+SPEC, NATIVE, BASELINE = "spec", "native", "baseline"
+VARIANTS = (SPEC, NATIVE, BASELINE)
 
 
 @dataclass(frozen=True)
 class Row:
-    """One implementation as the benchmark runs it.
+    """One implementation as the benchmark runs it: ``implementation`` names its registry entry."""
 
-    ``target``: ``"module:Class"`` of an :class:`~impls.base.MLP` subclass, or ``"sklearn"``.
-    ``env``: variables the worker sets before importing anything.
-    ``requires``: top-level modules that must be installed (found, not imported).
-    ``modes``: execution modes; ``None`` means "read the class's ``modes`` from its source".
-    """
+    implementation: str
+    variant: str = SPEC
+    backend: str | None = None
 
-    name: str
-    target: str
-    env: dict[str, str] = field(default_factory=dict)
-    requires: tuple[str, ...] = ()
-    modes: tuple[str, ...] | None = None
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
 
     @property
-    def is_baseline(self) -> bool:
-        return self.target == SKLEARN
+    def entry(self) -> registry.Entry:
+        table = registry.BASELINES if self.variant == BASELINE else registry.IMPLEMENTATIONS
+        if self.implementation not in table:
+            raise ValueError(f"no registry entry {self.implementation!r} for a {self.variant} row")
+        return table[self.implementation]
 
-    def module_and_class(self) -> tuple[str, str]:
-        module, _, cls = self.target.partition(":")
-        return module, cls
+    @property
+    def group(self) -> str:
+        """The worker that runs this row: the entry, with its backend (``keras[jax]``)."""
+        return f"{self.implementation}[{self.backend}]" if self.backend else self.implementation
+
+    @property
+    def name(self) -> str:
+        """The row's name in tables: ``torch``, ``torch·native``, ``keras[jax]·native``, ``sklearn``."""
+        return f"{self.group}·native" if self.variant == NATIVE else self.group
+
+    @property
+    def slug(self) -> str:
+        """The name as it appears in file names (``keras-jax-native``)."""
+        return self.name.replace("[", "-").replace("]", "").replace("·", "-")
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return self.entry.modes
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Variables the worker sets before any import (the backend of a multi-backend library)."""
+        entry = self.entry
+        return {entry.backend_env: self.backend} if self.backend and entry.backend_env else {}
 
     def unavailable(self) -> str | None:
-        """Why this row cannot run here (``None`` when it can), checked without importing the framework."""
-        for name in self.requires:
-            if importlib.util.find_spec(name) is None:
-                return f"{name} is not installed"
-        if self.is_baseline:
-            return None
-        module, _ = self.module_and_class()
-        try:
-            found = importlib.util.find_spec(module)
-        except ModuleNotFoundError:
-            found = None
-        return None if found is not None else f"module {module} does not exist"
+        """Why this row cannot run here (``None`` when it can), found without importing the framework."""
+        return self.entry.missing(self.backend)
 
-    def available_modes(self) -> tuple[str, ...]:
-        """The row's modes: given, or the ``modes = (...)`` literal of its class (default: ``("default",)``)."""
-        if self.modes is not None:
-            return self.modes
-        return modes_from_source(*self.module_and_class())
+    def to_dict(self) -> dict[str, object]:
+        return {"implementation": self.implementation, "variant": self.variant, "backend": self.backend}
 
 
-def modes_from_source(module: str, cls: str) -> tuple[str, ...]:
-    """Read ``modes = ("default", ...)`` from a class body without importing the module."""
-    found = importlib.util.find_spec(module)
-    if found is None or found.origin is None:
-        return ("default",)
-    with open(found.origin, encoding="utf-8") as fh:
-        tree = ast.parse(fh.read())
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls:
-            for stmt in node.body:
-                targets = (stmt.targets if isinstance(stmt, ast.Assign)
-                           else [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
-                if any(isinstance(t, ast.Name) and t.id == "modes" for t in targets) and stmt.value is not None:
-                    return tuple(ast.literal_eval(stmt.value))
-    return ("default",)
+def all_rows(implementations: tuple[str, ...] | None = None) -> list[Row]:
+    """Every row in report order (registry order, spec before native, baselines last), optionally only
+    those of the named registry entries."""
+    def wanted(name: str) -> bool:
+        return implementations is None or name in implementations
+
+    rows = [Row(name, variant, backend)
+            for name, entry in registry.IMPLEMENTATIONS.items() if wanted(name)
+            for backend in (entry.backends or (None,))
+            for variant in (SPEC, NATIVE)]
+    rows += [Row(name, BASELINE) for name in registry.BASELINES if wanted(name)]
+    return rows
 
 
-def _default_rows() -> dict[str, Row]:
-    def target(name: str) -> str:
-        entry = registry.IMPLEMENTATIONS[name]
-        return f"{entry.module}:{entry.cls}"
-
-    rows = [
-        Row("numpy", target("numpy"), requires=("numpy",)),
-        Row("torch", target("torch"), requires=("torch",)),
-        Row("jax", target("jax"), requires=("jax", "jaxlib")),
-        Row("keras[tensorflow]", target("keras"), {"KERAS_BACKEND": "tensorflow"}, ("keras", "tensorflow")),
-        Row("keras[jax]", target("keras"), {"KERAS_BACKEND": "jax"}, ("keras", "jax")),
-        Row("keras[torch]", target("keras"), {"KERAS_BACKEND": "torch"}, ("keras", "torch")),
-        Row(SKLEARN, SKLEARN, requires=("sklearn",), modes=("default",)),
-    ]
-    return {r.name: r for r in rows}
-
-
-ROWS: dict[str, Row] = _default_rows()
-"""Every row by name, in report order."""
-
-DEFAULT_ROWS: tuple[str, ...] = tuple(ROWS)
-"""The rows a profile runs unless it names its own (plugins' rows are not among them)."""
-
-
-def register(row: Row) -> None:
-    """Add a row (used by plugins, e.g. the harness tests' fake implementation)."""
-    ROWS[row.name] = row
+def load_trainer_source(row: Row) -> object:
+    """What the worker trains with: the row's :class:`~impls.base.MLP` class, or its module's ``native_fit``."""
+    entry = row.entry
+    module = importlib.import_module(entry.module)
+    if row.variant == NATIVE:
+        native_fit = getattr(module, "native_fit", None)
+        if native_fit is None:
+            raise AttributeError(f"{entry.module} has no native_fit(spec, config, X, y, validation, mode)")
+        return native_fit
+    return getattr(module, entry.cls)

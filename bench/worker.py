@@ -1,331 +1,330 @@
-"""One cell in one process: ``python -m bench.worker CELL_JSON OUT_JSON``.
+"""A persistent worker: ``python -m bench.worker SETUP_JSON``, one per (implementation, backend).
 
-Order matters, so it is spelled out in :func:`main`: thread variables and CPU
-affinity first (before NumPy or any framework loads its thread pools), then NumPy,
-then the implementation's module (timed: the framework's import), then the pools
-that only have an API.  The result is written to ``OUT_JSON``; an exception becomes
-a record with ``status: "error"``.
+The runner starts it with the thread variables and the backend variable already in its
+environment; the worker then dies with its parent (``PR_SET_PDEATHSIG``), pins itself to its
+CPUs, imports NumPy, then the implementation's module (timed: the framework's import), then sets
+the thread pools that only have an API (:mod:`bench.libraries`) and freezes what the imports built
+out of the garbage collector's sight (``gc.freeze``: a TensorFlow worker's full collection took
+0.5 s, each time, in every worker alike).  It answers ``ready`` and reads
+tasks, one JSON line each, from stdin; each answer is one JSON line on the file descriptor named in
+the setup (stdout and stderr are the framework's, kept in a log).  A task that raises becomes an
+answer with ``status: "error"``; the worker goes on.
 
-What is timed (documented in the report):
+What a cell task measures (documented in the report):
 
-* ``import_s``: importing the implementation's module, NumPy already loaded.
-* ``build_s``: constructing the first model (weights drawn, framework initialized).
-* ``first_step_s``: a fresh model's ``fit`` for one epoch of exactly one batch: the
-  time to the first finished step, tracing and compilation included.
-* step time: each epoch's wall time from ``History.epoch_time`` (updates only: data
-  converted beforehand by ``_prepare_data``, validation excluded) divided by its number
-  of batches.  Every fit's first epoch is warm-up and discarded (compilation may happen
-  there again for a new model), as are the first ``warmup`` epochs of speed-only
-  workloads.  The loss each epoch returns is a Python float, which waits for
-  asynchronous work (JAX dispatch, CUDA) inside the timed region.
+* ``first_step_s`` (the first time this worker runs the cell): a fresh model trained for one epoch
+  of exactly one batch: build, data conversion, tracing and compilation included.  The framework
+  is already imported, and other cells of the same framework may have warmed shared caches.
+* a *block*: one whole training run with the round's seed (speed-only workloads: warm-up plus
+  timed epochs), inside a disturbance window (:mod:`bench.disturbance`); a disturbed block is run
+  again, up to ``retries`` times, and the last attempt is kept.
+* step times: each epoch's wall time from ``History.epoch_time`` (updates only) divided by its
+  number of batches, the first epoch (speed-only: the warm-up epochs) discarded; the round's sample
+  is their median.
+* metrics on the kept run's model; memory: the peak resident set during the task
+  (``/proc/self/clear_refs`` resets the high-water mark when the task starts) and its rise over
+  the resident set at the start.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
 import math
 import os
-import resource
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported for annotations only: the worker must set threads before NumPy loads
-    from bench.rows import Row
-    from bench.workloads import Data, Workload
-    from impls.base import MLP
+if TYPE_CHECKING:  # annotations only: the worker pins its CPUs before NumPy loads
+    import numpy as np
+
+    from bench.cells import Cell
+    from bench.workloads import Data
+    from impls.base import History
+    from impls.spec import MLPSpec
+
+Outputs = Callable[["np.ndarray"], "np.ndarray"]
+Train = Callable[..., tuple["History", Outputs]]
 
 
-def write_json(path: Path, obj: object) -> None:
-    """Write ``obj`` as JSON atomically (a temporary file, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+# ---- process setup --------------------------------------------------------------------
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process in MiB (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: stdin's end of file still stops the worker
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
-def load_class(target: str) -> type:
-    """Import ``module:Class``."""
-    import importlib
+def start(setup: dict) -> dict:
+    """Pin, import, set threads; returns the ``ready`` answer (timings and what was set)."""
+    from bench import env
 
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    cpus = env.pin_cpus(int(setup["threads"]))
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # no persistent compilation cache: cold is cold
+    started = time.perf_counter()
+    import numpy  # noqa: F401  (loaded before the timed framework import, for every row alike)
+
+    numpy_import_s = time.perf_counter() - started
+
+    import bench
+    from bench import libraries, rows
+
+    bench.load_plugins()
+    entry = rows.Row(**setup["row"]).entry
+    started = time.perf_counter()
+    importlib.import_module(entry.module)
+    import_s = time.perf_counter() - started
+    threads_applied = libraries.apply_threads(int(setup["threads"]))
+    # what the imports built lives as long as the worker: out of the collector's way, so that a full collection
+    # (inside a timed epoch, or before each task) does not scan a framework's ~10^5 objects again and again
+    gc.collect()
+    gc.freeze()
+    return {"ready": True, "pid": os.getpid(), "numpy_import_s": numpy_import_s, "import_s": import_s,
+            "libraries": libraries.imported(), "threads_applied": threads_applied,
+            "devices": libraries.devices(), "cpu_affinity": cpus,
+            "thread_env": {k: os.environ[k] for k in env.thread_env(int(setup["threads"]), setup["device"])
+                           if k in os.environ},
+            "torchinductor_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}
 
 
-# ---- measurements ------------------------------------------------------------------
+# ---- memory ------------------------------------------------------------------------------
 
 
-def _n_batches(n: int, batch: int | None) -> int:
-    return 1 if batch is None else math.ceil(n / batch)
+def _status_mib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
 
 
-def _metrics(task: str, predict, loss, data: Data) -> dict[str, float]:
-    """Final metrics of a trained model: accuracy or RMSE/MAE (target units), and loss."""
+def reset_peak_rss() -> bool:
+    """Reset the resident set's high-water mark (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def memory_since(rss_start: float | None, reset: bool) -> dict[str, object]:
+    """Peak resident set (MiB) since the task started and its rise over the start; where the mark could not
+    be reset, the process's peak since it started (``ru_maxrss``), said so."""
+    import resource
+
+    peak = _status_mib("VmHWM") if reset else None
+    if peak is None:
+        return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                "peak_since": "process start", "rss_start_mib": rss_start, "rss_rise_mib": None}
+    return {"peak_rss_mib": peak, "peak_since": "task start", "rss_start_mib": rss_start,
+            "rss_rise_mib": None if rss_start is None else peak - rss_start}
+
+
+# ---- a cell ------------------------------------------------------------------------------
+
+
+def trainer(cell: Cell, spec: MLPSpec, seed: int, source: object) -> Train:
+    """``train(config, X, y, validation) -> (history, outputs)`` for the cell's row: the :class:`MLP`
+    class through ``fit``, or ``native_fit``; ``outputs(X)`` gives probabilities or values ``(n, k)``."""
+    from bench.rows import NATIVE
+
+    if cell.row.variant == NATIVE:
+        def train_native(config, X, y, validation):
+            run = source(spec, config, X, y, validation=validation, mode=cell.mode)
+            return run.history, run.predict
+        return train_native
+
+    def train_model(config, X, y, validation):
+        model = source(spec, seed, cell.mode)
+        history = model.fit(X, y, config, validation=validation)
+        return history, model.forward
+    return train_model
+
+
+CLIP = 1e-7
+"""Probabilities are clipped to ``[CLIP, 1 - CLIP]`` before the log-loss, so every row is scored alike."""
+
+
+def metrics(spec: MLPSpec, outputs: Outputs, data: Data) -> dict[str, float]:
+    """Accuracy (classification) or RMSE/MAE in the target's units (regression), and the data loss (no
+    penalty), on the training and test sets, all from the outputs: the same code for every row."""
     import numpy as np
 
     out: dict[str, float] = {}
     for split, X, y in (("train", data.X_train, data.y_train), ("test", data.X_test, data.y_test)):
-        pred = np.asarray(predict(X))
+        predicted = np.asarray(outputs(X), dtype=np.float64)
         y = np.asarray(y)
-        if task == "regression":
-            err = (pred.reshape(y.shape) - y) * data.y_scale
-            out[f"{split}_rmse"] = float(np.sqrt(np.mean(err**2)))
-            out[f"{split}_mae"] = float(np.mean(np.abs(err)))
+        if spec.task == "regression":
+            error = predicted.reshape(y.shape) - y
+            out[f"{split}_rmse"] = float(np.sqrt(np.mean(error**2)) * data.y_scale)
+            out[f"{split}_mae"] = float(np.mean(np.abs(error)) * data.y_scale)
+            out[f"{split}_loss"] = float(np.mean(error**2))
+            continue
+        if spec.task == "multiclass":
+            labels = y.astype(np.int64)
+            out[f"{split}_accuracy"] = float(np.mean(predicted.argmax(axis=1) == labels))
+            p = np.clip(predicted[np.arange(len(labels)), labels], CLIP, 1.0)
+            out[f"{split}_loss"] = float(-np.mean(np.log(p)))
         else:
-            out[f"{split}_accuracy"] = float(np.mean(pred.reshape(y.shape) == y))
-        out[f"{split}_loss"] = float(loss(X, y))
+            p = np.clip(predicted.reshape(y.shape), CLIP, 1.0 - CLIP)
+            out[f"{split}_accuracy"] = float(np.mean((p >= 0.5) == (y == 1)))
+            out[f"{split}_loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
     return out
 
 
-def matmul_ceiling(shapes: list[tuple[int, int, int]], frameworks: list[str], repeats: int) -> dict[str, dict]:
-    """GFLOP/s of the step's matrix products timed alone, in NumPy and in the row's framework.
+class Worker:
+    """The state a worker keeps between tasks: what it imported, loaded and already ran once."""
 
-    Each block computes every product of one step once; the result is ``flops /
-    fastest block time``: a ceiling is the best the machine did, and on a shared machine the
-    median block is slowed by the neighbours' load.  Same process, same threads as the
-    training it is compared with.
-    """
-    import numpy as np
+    def __init__(self, cache: Path | None) -> None:
+        self.cache = cache
+        self.sources: dict[tuple[str, str, str | None], object] = {}
+        self.data: dict[tuple[str, tuple, str], Data] = {}
+        self.started: set[str] = set()
 
-    from bench.timing import summarize
+    def source(self, cell: Cell) -> object:
+        from bench import rows
 
-    flops = sum(2 * m * k * n for m, k, n in shapes)
-    rng = np.random.default_rng(0)
-    mats = [(rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32))
-            for m, k, n in shapes]
-    runners: dict[str, object] = {"numpy": lambda: [a @ b for a, b in mats]}
-    if "torch" in frameworks:
-        import torch
+        key = (cell.row.implementation, cell.row.variant, cell.row.backend)
+        if key not in self.sources:
+            self.sources[key] = rows.load_trainer_source(cell.row)
+        return self.sources[key]
 
-        tm = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in mats]
-        runners["torch"] = lambda: [a @ b for a, b in tm]
-    if "jax" in frameworks:
-        import jax
-        import jax.numpy as jnp
+    def load(self, cell: Cell) -> Data:
+        from bench import workloads
 
-        jm = [(jnp.asarray(a), jnp.asarray(b)) for a, b in mats]
-        dot = jax.jit(jnp.matmul)
-        runners["jax"] = lambda: [dot(a, b).block_until_ready() for a, b in jm]
-    if "tensorflow" in frameworks:
-        import tensorflow as tf
+        key = (cell.workload, tuple(sorted(cell.params.items())), cell.dtype)
+        if key not in self.data:
+            self.data[key] = workloads.get(cell.workload, cell.params).load(self.cache).cast(cell.dtype)
+        return self.data[key]
 
-        fm = [(tf.constant(a), tf.constant(b)) for a, b in mats]
-        runners["tensorflow"] = lambda: [tf.linalg.matmul(a, b).numpy() for a, b in fm]
-    out: dict[str, dict] = {}
-    for name, run in runners.items():
-        run()  # warm-up: first-call allocation and compilation are not the ceiling
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        stats = summarize(times)
-        out[name] = {"gflops": flops / stats["min"] / 1e9, "seconds": stats, "raw_s": times}
-    return out
+    def cell(self, task: dict) -> dict:
+        """Train the cell with the round's seed; see the module docstring for what is measured."""
+        import numpy as np
 
+        from bench import workloads
+        from bench.cells import Cell
+        from bench.disturbance import Measure
 
-def _row_framework(row: Row) -> list[str]:
-    """The framework that runs the row's matrix products (Keras: its backend), for the ceiling."""
-    framework = row.env.get("KERAS_BACKEND", row.name)
-    return [framework] if framework in ("torch", "jax", "tensorflow") else []
-
-
-def run_mlp(cls: type[MLP], cell: dict, workload: Workload, data: Data) -> dict:
-    """Cold start, accuracy over seeds, and step times of an :class:`~impls.base.MLP` row."""
-    from dataclasses import replace
-
-    from impls.base import History
-
-    spec = workload.spec(cell["dtype"])
-    seeds = cell["seeds"]
-    out: dict = {}
-
-    start = time.perf_counter()
-    model = cls(spec, seeds[0], cell["mode"])
-    out["build_s"] = time.perf_counter() - start
-    batch = workload.batch_size
-    one = replace(workload.config(seeds[0], epochs=1), early_stopping=None)
-    start = time.perf_counter()
-    model.fit(data.X_train[:batch], data.y_train[:batch], one)
-    out["first_step_s"] = time.perf_counter() - start
-
-    n_train = data.X_train.shape[0]
-    steps = _n_batches(n_train, batch)
-    blocks: list[float] = []
-    first_epochs: list[float] = []
-    runs: list[dict] = []
-    for seed in seeds:
-        model = cls(spec, seed, cell["mode"])
+        cell = Cell.from_dict(task["task"])
+        seed, settings = int(task["seed"]), task["settings"]
+        workload = workloads.get(cell.workload, cell.params)
+        data = self.load(cell)
+        spec = workload.spec(cell.dtype)
         if workload.speed_only:
-            history: History = model.fit(data.X_train, data.y_train,
-                                         workload.config(seed, epochs=cell["warmup"] + cell["blocks"]))
-            skip = cell["warmup"]
+            warmup, epochs = settings["speed_warmup"], settings["speed_warmup"] + settings["speed_epochs"]
         else:
-            config = workload.config(seed)
-            validation = (data.X_val, data.y_val) if config.early_stopping is not None else None
-            history = model.fit(data.X_train, data.y_train, config, validation=validation)
-            skip = 1
+            warmup, epochs = 1, min(int(workload.train["epochs"]), settings["max_epochs"] or math.inf)
+        config = workload.config(seed, int(epochs))
+        validation = (data.X_val, data.y_val) if config.early_stopping is not None else None
+        train = trainer(cell, spec, seed, self.source(cell))
+        result: dict = {}
+        if cell.id not in self.started:
+            batch = workload.batch_size
+            one = replace(workload.config(seed, epochs=1), early_stopping=None)
+            started = time.perf_counter()
+            train(one, data.X_train[:batch], data.y_train[:batch], None)
+            result["first_step_s"] = time.perf_counter() - started
+            self.started.add(cell.id)
+
+        gc.collect()  # the last task's garbage is not collected inside this one's timed block
+        rss_start = _status_mib("VmRSS")
+        reset = reset_peak_rss()
+        attempts = []
+        for _ in range(1 + int(settings["retries"])):
+            with Measure() as measure:
+                history, outputs = train(config, data.X_train, data.y_train, validation)
+            attempts.append(measure.window.to_dict())
+            if not measure.window.disturbed:
+                break
+        result["memory"] = memory_since(rss_start, reset)
+
         if len(history.epoch_time) != history.epochs_run:
-            raise RuntimeError(f"History.epoch_time has {len(history.epoch_time)} entries for "
-                               f"{history.epochs_run} epochs")
-        first_epochs.append(history.epoch_time[0])
-        blocks.extend(t / steps for t in history.epoch_time[skip:])
-        run = {"seed": seed, "epochs_run": history.epochs_run, "best_epoch": history.best_epoch,
-               "stopped_epoch": history.stopped_epoch, "loss_curve": [float(v) for v in history.loss],
-               "val_loss_curve": [float(v) for v in history.val_loss]}
+            raise RuntimeError(f"history has {len(history.epoch_time)} epoch times for {history.epochs_run} epochs")
+        steps = math.ceil(len(data.X_train) / workload.batch_size)
+        step_times = [t / steps for t in history.epoch_time[warmup:]]
+        if not step_times:
+            raise RuntimeError(f"the run stopped after {history.epochs_run} epoch(s): none left after warm-up")
+        result.update(
+            step_s=float(np.median(step_times)), step_times_s=step_times, first_epoch_s=history.epoch_time[0],
+            steps_per_epoch=steps, samples_per_epoch=len(data.X_train), epochs_run=history.epochs_run,
+            best_epoch=history.best_epoch, stopped_epoch=history.stopped_epoch,
+            loss_curve=[float(v) for v in history.loss], val_loss_curve=[float(v) for v in history.val_loss],
+            attempts=attempts, retimed=len(attempts) - 1, disturbed=attempts[-1]["disturbed"])
         if not workload.speed_only:
-            run.update(_metrics(spec.task, model.predict, model.loss, data))
-        runs.append(run)
-    out.update(first_epoch_s=first_epochs, step_blocks_s=blocks, runs=runs, steps_per_epoch=steps,
-               samples_per_epoch=n_train)
-    return out
+            result["metrics"] = metrics(spec, outputs, data)
+        return result
 
+    def ceiling(self, task: dict) -> dict:
+        """GFLOP/s of the ceiling workload's step products in one library: the fastest of ``repeats`` blocks."""
+        import numpy as np
 
-def run_sklearn(cell: dict, workload: Workload, data: Data) -> dict:
-    """The same measurements for the scikit-learn baseline (epoch = one ``partial_fit``)."""
-    from dataclasses import replace
+        from bench import libraries, workloads
+        from bench.disturbance import Measure
 
-    from bench import baseline
-
-    seeds = cell["seeds"]
-    out: dict = {"build_s": 0.0}
-    batch = workload.batch_size
-    one_batch = replace(data, X_train=data.X_train[:batch], y_train=data.y_train[:batch])
-    one_epoch = replace(workload, train={**workload.train, "epochs": 1, "early_stopping": None})
-    start = time.perf_counter()
-    baseline.train(one_epoch, one_batch, seeds[0])
-    out["first_step_s"] = time.perf_counter() - start
-
-    n_train = data.X_train.shape[0]
-    steps = _n_batches(n_train, batch)
-    blocks, first_epochs, runs = [], [], []
-    for seed in seeds:
-        wl = workload
-        skip = 1
-        if workload.speed_only:
-            wl = replace(workload, train={**workload.train, "epochs": cell["warmup"] + cell["blocks"]})
-            skip = cell["warmup"]
-        result = baseline.train(wl, data, seed)
-        est = result["estimator"]
-        first_epochs.append(result["epoch_time"][0])
-        blocks.extend(t / steps for t in result["epoch_time"][skip:])
-        run = {"seed": seed, "epochs_run": len(result["epoch_time"]), "best_epoch": result["best_epoch"],
-               "stopped_epoch": result["stopped_epoch"], "loss_curve": result["loss"], "val_loss_curve": []}
-        if not workload.speed_only:
-            task = workload.task
-
-            def loss(X, y, est=est, task=task):
-                from sklearn.metrics import log_loss, mean_squared_error
-
-                if task == "regression":
-                    return mean_squared_error(y, est.predict(X))
-                return log_loss(y, est.predict_proba(X), labels=est.classes_)
-
-            run.update(_metrics(task, est.predict, loss, data))
-        runs.append(run)
-    out.update(first_epoch_s=first_epochs, step_blocks_s=blocks, runs=runs, steps_per_epoch=steps,
-               samples_per_epoch=n_train)
-    return out
-
-
-def summarize_runs(result: dict, workload: Workload) -> None:
-    """Add the summaries the report shows: step-time statistics, samples/s, metrics mean ± std."""
-    from bench.timing import mean_std, summarize
-
-    steps, n = result["steps_per_epoch"], result["samples_per_epoch"]
-    stats = summarize(result["step_blocks_s"])
-    result["step_time_s"] = stats
-    result["samples_per_s"] = n / (stats["median"] * steps)
-    first = result["first_epoch_s"]
-    result["first_epoch_s_mean"] = sum(first) / len(first)
-    if workload.speed_only:
-        flops = workload.flops_per_step()
-        result["flops_per_step"] = flops
-        result["gflops"] = flops / stats["median"] / 1e9
-    else:
-        keys = [k for k in result["runs"][0] if k.startswith(("train_", "test_"))] + ["epochs_run"]
-        result["metrics"] = {k: mean_std([r[k] for r in result["runs"]]) for k in keys}
-
-
-def run_cell(cell: dict) -> dict:
-    """Everything after the environment is set: import, build, train, measure."""
-    started = time.perf_counter()
-    start = time.perf_counter()
-    import numpy  # noqa: F401  (loaded before the timed framework import, for every row alike)
-
-    numpy_import_s = time.perf_counter() - start
-
-    import bench
-    from bench import env
-    from bench import rows as rows_mod
-    from bench import workloads as workloads_mod
-
-    bench.load_plugins()
-    row = rows_mod.ROWS[cell["row"]]
-    os.environ.update(row.env)  # e.g. KERAS_BACKEND, before keras is imported
-    result: dict = {"numpy_import_s": numpy_import_s}
-    start = time.perf_counter()
-    cls = None if row.is_baseline else load_class(row.target)
-    if row.is_baseline:
-        import sklearn.neural_network  # noqa: F401
-    result["import_s"] = time.perf_counter() - start
-    result["threads_applied"] = env.apply_after_import(cell["threads"])
-    result["devices_seen"] = env.devices_seen()
-    if cls is not None and cell["mode"] not in cls.modes():
-        raise ValueError(f"{row.name} has no mode {cell['mode']!r}; its modes are {list(cls.modes())}")
-
-    workload = workloads_mod.get(cell["workload"], cell.get("params"))
-    data = workload.load().cast(cell["dtype"])
-    result.update(run_sklearn(cell, workload, data) if cls is None else run_mlp(cls, cell, workload, data))
-    summarize_runs(result, workload)
-    if workload.speed_only:
-        shapes = workloads_mod.step_matmuls(workload.layer_sizes, workload.batch_size)
-        ceiling = matmul_ceiling(shapes, _row_framework(row), repeats=max(15, cell["blocks"]))
-        result["matmul_ceiling"] = ceiling
-        result["ceiling_gflops"] = max(c["gflops"] for c in ceiling.values())
-        result["pct_of_ceiling"] = 100.0 * result["gflops"] / result["ceiling_gflops"]
-    result["framework_versions"] = {name: getattr(sys.modules[name], "__version__", None)
-                                    for name in ("numpy", "torch", "jax", "tensorflow", "keras", "sklearn")
-                                    if name in sys.modules}
-    if "keras" in sys.modules:
-        result["keras_backend"] = sys.modules["keras"].backend.backend()
-    result["worker_wall_s"] = time.perf_counter() - started
-    result["peak_rss_mib"] = peak_rss_mib()
-    return result
+        spec = task["task"]
+        workload = workloads.get(spec["workload"])
+        shapes = workloads.step_matmuls(workload.layer_sizes, workload.batch_size)
+        flops = sum(2 * m * k * n for m, k, n in shapes)
+        importlib.import_module(spec["library"])
+        rng = np.random.default_rng(0)
+        pairs = [(rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32))
+                 for m, k, n in shapes]
+        run = libraries.LIBRARIES[spec["library"]].products(pairs)
+        run()  # first-call allocation and compilation are not the ceiling
+        times = []
+        with Measure() as measure:
+            for _ in range(int(spec["repeats"])):
+                started = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - started)
+        return {"gflops": flops / min(times) / 1e9, "flops": flops, "block_times_s": times,
+                "attempts": [measure.window.to_dict()], "disturbed": measure.window.disturbed}
 
 
 def main(argv: list[str]) -> int:
-    """Set threads and affinity, then run the cell; write the result (or the error) to ``argv[2]``."""
-    cell = json.loads(argv[1])
-    out_path = Path(argv[2])
-    from bench import env
+    """Set up, answer ``ready``, then answer every task until ``exit`` or the end of stdin."""
+    setup = json.loads(argv[1])
+    die_with_parent(int(setup["parent"]))
+    answers = os.fdopen(int(setup["answer_fd"]), "w", buffering=1)
 
-    n = int(cell["threads"])
-    thread_vars = env.thread_env(n, cell.get("device", "cpu"))
-    os.environ.update(thread_vars)
-    cpus = env.pin_cpus(n)
-    # Cold start means cold: the runner gives each worker an empty torch.compile (Inductor) cache
-    # directory, so no kernels compiled by an earlier cell or run are reused; JAX's persistent cache stays off.
-    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
-    record: dict = {"thread_env": thread_vars, "cpu_affinity": cpus, "pid": os.getpid(),
-                    "torchinductor_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}
+    def answer(obj: dict) -> None:
+        answers.write(json.dumps(obj, allow_nan=True) + "\n")
+        answers.flush()
+
     try:
-        record.update(run_cell(cell))
-        record["status"] = "ok"
-    except Exception as exc:  # the record says what failed; the runner goes on with the next cell
-        record["status"] = "error"
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        record["traceback"] = traceback.format_exc()[-4000:]
-        record["peak_rss_mib"] = peak_rss_mib()
-    write_json(out_path, record)
-    return 0 if record["status"] == "ok" else 1
+        answer(start(setup))
+    except Exception as exc:  # the runner records why this worker's tasks cannot run
+        answer({"ready": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]})
+        return 1
+    worker = Worker(Path(setup["cache"]) if setup.get("cache") else None)
+    kinds = {"cell": worker.cell, "ceiling": worker.ceiling}
+    for line in sys.stdin:
+        task = json.loads(line)
+        if task["kind"] == "exit":
+            break
+        try:
+            result = {"status": "ok", **kinds[task["kind"]](task)}
+        except Exception as exc:  # the record says what failed; the worker takes the next task
+            result = {"status": "error", "error": f"{type(exc).__name__}: {exc}",
+                      "traceback": traceback.format_exc()[-4000:]}
+        answer(result)
+    return 0
 
 
 if __name__ == "__main__":

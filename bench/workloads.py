@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,18 +77,21 @@ class Workload:
             kwargs["epochs"] = epochs
         return TrainConfig(seed=seed, **kwargs)  # type: ignore[arg-type]
 
-    def load(self) -> Data:
-        """The data, from the cache directory ``$BENCH_DATA_CACHE`` when set (saves importing scikit-learn)."""
-        cache = os.environ.get(CACHE_ENV)
-        if not cache:
+    def load(self, cache: Path | None = None) -> Data:
+        """The data; with a ``cache`` folder, kept there as ``.npz`` (workers then need not import
+        scikit-learn).  A cache file that cannot be read whole is rebuilt."""
+        if cache is None:
             return self.loader(self.params)
-        key = "-".join(f"{k}{v}" for k, v in sorted(self.params.items()))
-        path = Path(cache) / f"{self.loader.__name__}{'-' + key if key else ''}.npz"
-        if path.exists():
+        path = Path(cache) / self.cache_name
+        try:
             with np.load(path) as z:
                 arrays = {k: z[k] for k in z.files}
             y_scale = float(arrays.pop("y_scale"))
             return Data(**arrays, y_scale=y_scale)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+            path.unlink(missing_ok=True)  # corrupted or from another layout: rebuilt below
         data = self.loader(self.params)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
@@ -95,6 +99,12 @@ class Workload:
                  **{k: v for k, v in vars(data).items() if isinstance(v, np.ndarray)})
         os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
         return data
+
+    @property
+    def cache_name(self) -> str:
+        """The data's file name in a cache folder: its loader and parameters."""
+        key = "-".join(f"{k}{v}" for k, v in sorted(self.params.items()))
+        return f"{self.loader.__name__}{'-' + key if key else ''}.npz"
 
     def flops_per_step(self, batch: int | None = None) -> int:
         """Analytic FLOPs of one training step on a full batch (see :func:`dense_flops`)."""
@@ -192,11 +202,8 @@ def synthetic_data(params: Mapping[str, int]) -> Data:
 
 # ---- the workloads ---------------------------------------------------------------
 
-CACHE_ENV = "BENCH_DATA_CACHE"
-"""Environment variable naming a directory where loaded data sets are kept as ``.npz``."""
-
 THROUGHPUT_STEPS = 8
-"""Steps per epoch of the speed-only workloads (an epoch is one timed block)."""
+"""Steps per epoch of the speed-only workloads."""
 
 
 def synthetic_workload(name: str, description: str, layer_sizes: tuple[int, ...], batch: int) -> Workload:

@@ -73,6 +73,13 @@ IMPLEMENTATIONS: dict[str, Entry] = {
 
 REFERENCE = "numpy"
 
+BASELINES: dict[str, Entry] = {
+    "sklearn": Entry("impls.sklearn_baseline", "SklearnMLP", extra="bench", requires=("sklearn",)),
+}
+"""Baselines the benchmark runs beside the implementations: adapters that train the same model with another
+library's own estimator.  Not in :data:`IMPLEMENTATIONS`: they cannot pass the equivalence suite (their own
+initialization, no dropout, no gradient API)."""
+
 
 class ImplementationUnavailable(ImportError):
     """The implementation's framework is not installed (or fails to import)."""

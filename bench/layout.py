@@ -1,0 +1,183 @@
+"""The results directory: where everything lives, written atomically, read defensively.
+
+::
+
+    results/
+      run.json               every run into this directory: settings, plan (rounds x tasks), wall time
+      raw/r<round>/<id>.json one record per task and round, written atomically the moment it finishes
+      .cache/                data sets as loaded once (``.npz``), so workers need not import scikit-learn
+      README.md, results.csv, samples.csv, epochs.csv, ceiling.csv, results.json, plots/   the report
+      aa/                    ``python -m bench aa``: runs ``a/`` and ``b/`` of the same code, compare.md/json
+
+A record that cannot be read or lacks what its status promises is *malformed*: it is reported,
+never trusted, and its task runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RAW = "raw"
+RUN_FILE = "run.json"
+CACHE = ".cache"
+PLOTS = "plots"
+AA = "aa"
+README = "README.md"
+SUMMARY_CSV = "results.csv"
+SAMPLES_CSV = "samples.csv"
+EPOCHS_CSV = "epochs.csv"
+CEILING_CSV = "ceiling.csv"
+RESULTS_JSON = "results.json"
+COMPARE_MD = "compare.md"
+COMPARE_JSON = "compare.json"
+
+
+def write_json(path: Path, obj: object) -> None:
+    """Write ``obj`` as JSON atomically (a temporary file in the same folder, then ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> object | None:
+    """The JSON in ``path``, or ``None`` when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def round_name(round_: int) -> str:
+    return f"r{round_}"
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A record file that was not used, and why."""
+
+    path: Path
+    reason: str
+
+
+CELL_KEYS = ("id", "implementation", "variant", "mode", "workload", "dtype", "params")
+"""Fields every record's ``task`` must hold (a ceiling task has ``id`` and ``library`` instead)."""
+
+
+def record_problem(record: object) -> str | None:
+    """Why ``record`` cannot be used (``None`` when it can): the shape a task's record must have."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but {type(record).__name__}"
+    task = record.get("task")
+    if not isinstance(task, dict):
+        return "no task description"
+    kind = record.get("kind")
+    needed = CELL_KEYS if kind == "cell" else ("id", "library") if kind == "ceiling" else None
+    if needed is None:
+        return f"unknown kind {kind!r}"
+    if missing := [k for k in needed if k not in task]:
+        return f"task lacks {', '.join(missing)}"
+    if not isinstance(record.get("round"), int) or not isinstance(record.get("key"), str):
+        return "no round or key"
+    status = record.get("status")
+    if status == "error":
+        return None if isinstance(record.get("error"), str) else "error record without its error"
+    if status != "ok":
+        return f"unknown status {status!r}"
+    value = record.get("step_s" if kind == "cell" else "gflops")
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        return f"ok record without a positive {'step_s' if kind == 'cell' else 'gflops'}"
+    if kind == "cell" and not (isinstance(record.get("step_times_s"), list) and record["step_times_s"]):
+        return "ok record without its step times"
+    return None
+
+
+class ResultsDir:
+    """One results directory (``results/`` by default) and the names of everything in it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def raw(self) -> Path:
+        return self.root / RAW
+
+    @property
+    def run_file(self) -> Path:
+        return self.root / RUN_FILE
+
+    @property
+    def cache(self) -> Path:
+        return self.root / CACHE
+
+    @property
+    def plots(self) -> Path:
+        return self.root / PLOTS
+
+    @property
+    def aa(self) -> Path:
+        return self.root / AA
+
+    def file(self, name: str) -> Path:
+        """A report file at the top of the directory (``README.md``, ``results.csv``, ...)."""
+        return self.root / name
+
+    def record_path(self, round_: int, task_id: str) -> Path:
+        return self.raw / round_name(round_) / f"{task_id}.json"
+
+    def write_record(self, record: dict) -> None:
+        write_json(self.record_path(record["round"], record["task"]["id"]), record)
+
+    def load_record(self, round_: int, task_id: str) -> tuple[dict | None, Malformed | None]:
+        """The record of one task in one round: ``(record, None)``, ``(None, None)`` when there is none,
+        or ``(None, Malformed)``."""
+        path = self.record_path(round_, task_id)
+        if not path.exists():
+            return None, None
+        return _checked(path)
+
+    def records(self) -> tuple[list[dict], list[Malformed]]:
+        """Every usable record under ``raw/`` and every malformed one (with the reason)."""
+        good, bad = [], []
+        bad += [Malformed(p, "outside any round folder (a record of an older layout?)")
+                for p in sorted(self.raw.glob("*.json"))]
+        for path in sorted(self.raw.glob("r*/*.json")):
+            record, problem = _checked(path)
+            if record is not None:
+                good.append(record)
+            elif problem is not None:
+                bad.append(problem)
+        return good, bad
+
+    def runs(self) -> list[dict]:
+        """The settings of every run into this directory, oldest first."""
+        data = read_json(self.run_file)
+        runs = data.get("runs") if isinstance(data, dict) else None
+        return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+
+    def add_run(self, run: dict) -> None:
+        """Append (or, for the same ``run_id``, replace) a run in ``run.json``."""
+        runs = [r for r in self.runs() if r.get("run_id") != run["run_id"]]
+        write_json(self.run_file, {"runs": [*runs, run]})
+
+
+def _checked(path: Path) -> tuple[dict | None, Malformed | None]:
+    record = read_json(path)
+    if record is None:
+        return None, Malformed(path, "unreadable or not JSON")
+    problem = record_problem(record)
+    if problem is not None:
+        return None, Malformed(path, problem)
+    expected = path.stem
+    if record["task"]["id"] != expected or record["round"] != _round_of(path):
+        return None, Malformed(path, "record does not match its file name")
+    return record, None
+
+
+def _round_of(path: Path) -> int | None:
+    name = path.parent.name
+    return int(name[1:]) if name.startswith("r") and name[1:].isdigit() else None
