@@ -1,4 +1,7 @@
-"""Sessions: ``tests`` (the test suite), ``lint`` (ruff).  ``nox -s tests -- -k numpy`` passes pytest options."""
+"""Sessions: ``tests`` (the test suite), ``lint`` (ruff), ``studies``, ``bench``, ``microbench``.
+
+``nox -s tests -- -k numpy`` passes pytest options.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +39,19 @@ def studies(session: nox.Session) -> None:
     """The lecture's studies in every framework: writes results/studies/ (``-- --size tiny`` for a smoke run)."""
     session.install("-e", ".[all,bench]")
     session.run("python", "-m", "studies", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def microbench(session: nox.Session) -> None:
+    """Where a step's time goes: pytest-benchmark of forward, gradients and train_step for every registered
+    implementation, mode and Keras backend (one pytest process each) into results/micro/, then its phase table.
+
+    Options after ``--`` go to every pytest process, e.g. ``-- --benchmark-max-time=1``, or
+    ``-- --benchmark-autosave --benchmark-compare --benchmark-compare-fail=median:10%`` for regressions
+    (pytest-benchmark keeps the saved runs in ``.benchmarks/``).
+    """
+    session.install(".[all,bench]")
+    session.run("python", "-m", "bench.micro", *session.posargs)
 
 
 @nox.session(python=PYTHON)

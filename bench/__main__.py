@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run | report | compare | aa``.
+"""Command line: ``python -m bench run | report | compare | aa | micro-report``.
 
 ``run [--profile quick|full] [--threads N|all] [--device cpu|gpu] [--only REGEX] [--force] [--out DIR]``
 measures the profile's rounds, resuming where an earlier run stopped, then writes the report; it exits
@@ -6,7 +6,8 @@ measures the profile's rounds, resuming where an earlier run stopped, then write
 records.  ``compare OLD NEW`` prints the change of every cell and flags those beyond the noise (exit 1
 with ``--fail-on-slowdown`` when one is slower).  ``aa`` runs the quick profile twice on the same code
 (``results/aa/a``, ``results/aa/b``) and writes their comparison to ``results/aa/`` (exit 1 when the A/A
-targets are missed).
+targets are missed).  ``micro-report [--out DIR]`` writes the phase table of the pytest-benchmark suite
+(:mod:`bench.micro`) from ``DIR/micro/*.json``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--alpha", type=fraction_arg, default=stats.ALPHA,
                       help=f"significance level of the rank test ({stats.ALPHA})")
     cmp_.add_argument("--fail-on-slowdown", action="store_true", help="exit 1 when a cell is slower")
+    micro = sub.add_parser("micro-report", help="write the phase table of the micro suite (results/micro/)")
+    micro.add_argument("--out", type=results_dir_arg, default=Path("results"))
     aa = sub.add_parser("aa", help="run a profile twice on the same code and compare the runs")
     _run_options(aa)
     aa.add_argument("--out", type=Path, default=Path("results"), help="writes OUT/aa/ (default: results)")
@@ -168,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
 
         written = write_report(ResultsDir(args.out))
         print(f"wrote {args.out / 'README.md'} and {len(written['plots'])} plots", file=sys.stderr)
+        return 0
+    if args.command == "micro-report":
+        from bench.micro.report import write_report as write_micro_report
+
+        phases = write_micro_report(ResultsDir(args.out))
+        print(f"wrote {args.out / 'micro' / 'README.md'} ({len(phases)} lines)", file=sys.stderr)
         return 0
     if args.command == "compare":
         from bench.compare import compare, markdown
