@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run | report | compare | aa | micro-report``.
+"""Command line: ``python -m bench run | report | compare | aa | micro-report | predict``.
 
 ``run [--profile quick|full] [--threads N|all] [--device cpu|gpu] [--only REGEX] [--force] [--out DIR]``
 measures the profile's rounds, resuming where an earlier run stopped, then writes the report; it exits
@@ -7,7 +7,8 @@ records.  ``compare OLD NEW`` prints the change of every cell and flags those be
 with ``--fail-on-slowdown`` when one is slower).  ``aa`` runs the quick profile twice on the same code
 (``results/aa/a``, ``results/aa/b``) and writes their comparison to ``results/aa/`` (exit 1 when the A/A
 targets are missed).  ``micro-report [--out DIR]`` writes the phase table of the pytest-benchmark suite
-(:mod:`bench.micro`) from ``DIR/micro/*.json``.
+(:mod:`bench.micro`) from ``DIR/micro/*.json``.  ``predict --layers 784,512,512,10 --batch 128 [--out DIR]``
+prints every row's step time predicted by the cost model (:mod:`bench.costmodel`) fitted on ``DIR``'s records.
 """
 
 from __future__ import annotations
@@ -67,6 +68,21 @@ def fraction_arg(text: str) -> float:
     return value
 
 
+def layers_arg(text: str) -> tuple[int, ...]:
+    """Comma-separated layer sizes, input to output, e.g. ``784,512,512,10``."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) < 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected at least two comma-separated positive whole numbers (input, "
+                                         f"hidden..., output), e.g. 784,512,512,10; got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--fail-on-slowdown", action="store_true", help="exit 1 when a cell is slower")
     micro = sub.add_parser("micro-report", help="write the phase table of the micro suite (results/micro/)")
     micro.add_argument("--out", type=results_dir_arg, default=Path("results"))
+    pred = sub.add_parser("predict", help="predict each row's step time for a model size from the cost model")
+    pred.add_argument("--layers", type=layers_arg, required=True, help="layer sizes, e.g. 784,512,512,10")
+    pred.add_argument("--batch", type=positive_int, required=True, help="batch size")
+    pred.add_argument("--out", type=results_dir_arg, default=Path("results"),
+                      help="results directory whose records (or sweep/ records) are fitted (default: results)")
     aa = sub.add_parser("aa", help="run a profile twice on the same code and compare the runs")
     _run_options(aa)
     aa.add_argument("--out", type=Path, default=Path("results"), help="writes OUT/aa/ (default: results)")
@@ -150,6 +171,30 @@ def measure(profile_name: str, threads: int, device: str, out: Path, only: str |
     return status
 
 
+def predict(layers: tuple[int, ...], batch: int, out: Path) -> int:
+    """Print the cost model's step time of every row for ``layers`` at ``batch`` (exit 1 without a model)."""
+    from bench import costmodel
+    from bench.workloads import dense_flops
+
+    model = costmodel.load(out)
+    if not model.fits:
+        print(f"no cost model in {out}: it needs speed-only cells at 3 or more sizes per row; run "
+              f"python -m bench run --profile sweep --out {out / costmodel.SWEEP_FOLDER}", file=sys.stderr)
+        return 1
+    flops = dense_flops(layers, batch)
+    table = costmodel.predictions(model.fits, flops, batch)
+    shown = table.assign(**{"step ms": [f"{v * 1e3:.3g}" for v in table["step_s"]],
+                            "95% interval ms": [f"{lo * 1e3:.3g}–{hi * 1e3:.3g}"
+                                                for lo, hi in zip(table["low_s"], table["high_s"])]})
+    print(f"layers {list(layers)}, batch {batch}: {flops / 1e9:.4g} GFLOP per training step "
+          f"(model fitted on {model.source})\n")
+    print(shown[["row", "mode", "step ms", "95% interval ms", "note"]].to_markdown(index=False, disable_numparse=True))
+    if table["note"].str.contains("extrapolated").any():
+        print("\nextrapolated: the request lies outside the FLOPs some rows were measured at; trust those less",
+              file=sys.stderr)
+    return 0
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # workers and temporary directories are cleaned up on the way out
 
@@ -178,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         phases = write_micro_report(ResultsDir(args.out))
         print(f"wrote {args.out / 'micro' / 'README.md'} ({len(phases)} lines)", file=sys.stderr)
         return 0
+    if args.command == "predict":
+        return predict(args.layers, args.batch, args.out)
     if args.command == "compare":
         from bench.compare import compare, markdown
 

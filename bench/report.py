@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import disturbance, layout, summary
+from bench import costmodel, disturbance, layout, summary
 from bench import rows as rows_mod
 from bench import workloads as workloads_mod
 from bench.layout import ResultsDir
@@ -233,6 +233,12 @@ def write_report(results: ResultsDir) -> dict[str, list[str]]:
     results.plots.mkdir(parents=True, exist_ok=True)
     plots = plot_step_times(cells, results.plots) + plot_scaling(cells, results.plots) + plot_loss_curves(
         t["records"], results.plots)
+    model = costmodel.load(results.root)
+    roofline = costmodel.plot_roofline(model, results.plots)
+    if model.fits:
+        results.file(layout.COSTMODEL_CSV).write_text(
+            costmodel.model_table(model.fits, model.ceiling_gflops).to_csv(index=False))
+        results.file(layout.CROSSOVERS_CSV).write_text(costmodel.crossovers(model.fits).to_csv(index=False))
 
     header = f"# {GENERATED} on {_today()} - do not edit; read with pandas.read_csv(path, comment='#')\n"
     for name, frame in ((layout.SUMMARY_CSV, cells), (layout.SAMPLES_CSV, t["rounds"]),
@@ -245,6 +251,7 @@ def write_report(results: ResultsDir) -> dict[str, list[str]]:
                                                         for m in t["malformed"]]})
 
     lines = ["# Benchmark results", "", f"> {GENERATED} on {_today()} — do not edit; rerun the command instead.", ""]
+    lines += costmodel.summary_lines(model)
     lines += _run_lines(t["run"], cells, t["ceiling_info"], t["malformed"])
     lines += [f"Raw numbers: `{layout.SUMMARY_CSV}` (one line per cell), `{layout.SAMPLES_CSV}` (one line per cell "
               f"and round, with the per-round ratios), `{layout.EPOCHS_CSV}` (every timed epoch), "
@@ -254,6 +261,7 @@ def write_report(results: ResultsDir) -> dict[str, list[str]]:
     if not cells.empty:
         for (workload, point), group in cells.groupby(["workload", "point"], sort=False):
             lines += _workload_section(workload, point, group, plots)
+    lines += costmodel.section_lines(model, roofline)
     if "scaling" in " ".join(plots):
         lines += ["## Scaling", "", "Median step time of MNIST-shaped float32 training as one parameter is swept.", ""]
         lines += [f"![{p}]({layout.PLOTS}/{p})" for p in plots if p.startswith("scaling")] + [""]
@@ -362,7 +370,7 @@ def plot_scaling(cells: pd.DataFrame, plots: Path) -> list[str]:
         for (row, mode), line in lines:
             line = line.assign(x=pd.to_numeric(line["point"])).sort_values("x")
             ax.plot(line["x"], line["step_s_median"] * 1e3, marker="o", label=f"{row} {mode}")
-        values = workloads_mod.SWEEPS.get(kind, ())
+        values = sorted(pd.to_numeric(group["point"]).unique())
         ax.set_xscale("log", base=2)
         ax.set_xticks(values, [str(v) for v in values])
         ax.set_yscale("log")

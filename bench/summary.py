@@ -116,7 +116,8 @@ def per_round(samples: pd.DataFrame, ceiling: pd.DataFrame) -> pd.DataFrame:
     used = used.merge(native, on=pair, how="left")
     used["overhead"] = np.where(used["variant"] == rows_mod.SPEC, used["step_s"] / used["native_s"], np.nan)
     used = used.drop(columns="native_s")
-    flops = {(w, p): _flops(w, p) for w, p in used[["workload", "point"]].drop_duplicates().itertuples(index=False)}
+    points = used[["workload", "point"]].drop_duplicates().itertuples(index=False)
+    flops = {(w, p): flops_per_step(w, p) for w, p in points}
     used["gflops"] = [flops[(w, p)] / s / 1e9 if flops[(w, p)] else np.nan
                       for w, p, s in used[["workload", "point", "step_s"]].itertuples(index=False)]
     ok = ceiling[ceiling["status"] == "ok"]
@@ -126,7 +127,7 @@ def per_round(samples: pd.DataFrame, ceiling: pd.DataFrame) -> pd.DataFrame:
     return used
 
 
-def _flops(workload: str, point: object) -> int | None:
+def flops_per_step(workload: str, point: object) -> int | None:
     """FLOPs per step of a speed-only workload (``None`` for the others, or a workload no longer defined)."""
     try:
         found = workloads.get(workload, {"value": point} if point != "" else None)

@@ -248,6 +248,9 @@ SWEEPS: dict[str, tuple[int, ...]] = {
 }
 """Scaling sweeps (full profile): the values of each swept parameter."""
 
+COST_WIDTHS = (32, 128, 512, 1024, 2048)
+"""The cost model's width sweep (``sweep`` profile): five hidden widths, 2 000x apart in FLOPs per step."""
+
 
 def sweep_workload(kind: str, value: int) -> Workload:
     """A speed-only MNIST-shaped workload with one parameter swept.
