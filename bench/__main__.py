@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run | report | compare | aa | micro-report | predict``.
+"""Command line: ``python -m bench run | report | compare | aa | micro-report | predict | merge``.
 
 ``run [--profile quick|full] [--threads N|all] [--device cpu|gpu] [--only REGEX] [--force] [--out DIR]``
 measures the profile's rounds, resuming where an earlier run stopped, then writes the report; it exits
@@ -9,6 +9,8 @@ with ``--fail-on-slowdown`` when one is slower).  ``aa`` runs the quick profile 
 targets are missed).  ``micro-report [--out DIR]`` writes the phase table of the pytest-benchmark suite
 (:mod:`bench.micro`) from ``DIR/micro/*.json``.  ``predict --layers 784,512,512,10 --batch 128 [--out DIR]``
 prints every row's step time predicted by the cost model (:mod:`bench.costmodel`) fitted on ``DIR``'s records.
+``merge DIR... --out DIR`` merges result directories (other machines, cluster shards; :mod:`bench.merge`) and
+writes the merged report.
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch", type=positive_int, required=True, help="batch size")
     pred.add_argument("--out", type=results_dir_arg, default=Path("results"),
                       help="results directory whose records (or sweep/ records) are fitted (default: results)")
+    mrg = sub.add_parser("merge", help="merge result directories (grouped by machine) and report them")
+    mrg.add_argument("sources", type=results_dir_arg, nargs="+", metavar="DIR")
+    mrg.add_argument("--out", type=Path, required=True, help="a new results directory")
     aa = sub.add_parser("aa", help="run a profile twice on the same code and compare the runs")
     _run_options(aa)
     aa.add_argument("--out", type=Path, default=Path("results"), help="writes OUT/aa/ (default: results)")
@@ -225,6 +230,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "predict":
         return predict(args.layers, args.batch, args.out)
+    if args.command == "merge":
+        from bench.merge import merge
+        from bench.report import write_report
+
+        try:
+            kept = merge(args.sources, args.out)
+        except ValueError as exc:
+            print(f"merge: {exc}", file=sys.stderr)
+            return 2
+        write_report(ResultsDir(args.out))
+        print(f"merged {sum(kept.values())} records from {len(kept)} machine(s) into {args.out}", file=sys.stderr)
+        return 0
     if args.command == "compare":
         from bench.compare import compare, markdown
 

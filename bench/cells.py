@@ -80,9 +80,9 @@ PROFILES: dict[str, Profile] = {
         speed_warmup=3, speed_epochs=10, retries=2, sweeps=workloads_mod.SWEEPS, timeout_s=1200),
     "sweep": Profile(
         "sweep", "the cost model's width sweep: hidden width 32-2048 (five points, batch 256, MNIST-shaped) for every "
-        "spec row and baseline in every mode; 3 rounds (seeds 0-2)",
+        "spec row in every mode; 3 rounds (seeds 0-2)",
         rounds=(0, 1, 2), workloads=(), sweeps={"width": workloads_mod.COST_WIDTHS},
-        variants=(rows_mod.SPEC, rows_mod.BASELINE), speed_warmup=1, speed_epochs=3, retries=1, timeout_s=600),
+        variants=(rows_mod.SPEC,), speed_warmup=1, speed_epochs=3, retries=1, timeout_s=600),
 }
 
 

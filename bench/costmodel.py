@@ -23,7 +23,7 @@ overhead stops being the faster one (only where ``F* > 0``).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +220,8 @@ class Model:
     ceiling_gflops: float | None
     source: Path
     points: pd.DataFrame
+    nested: bool = False
+    """Fitted on the ``sweep/`` subdirectory of the directory asked for."""
 
 
 def from_records(root: Path) -> Model:
@@ -246,7 +248,7 @@ def load(root: Path) -> Model:
     nested = Path(root) / SWEEP_FOLDER
     if own.fits or not nested.is_dir():
         return own
-    return from_records(nested)
+    return replace(from_records(nested), nested=True)
 
 
 SWEEP_FOLDER = "sweep"
@@ -288,7 +290,7 @@ def section_lines(model: Model, plot: str | None) -> list[str]:
                              zip(table["gflops"], table["gflops_low"], table["gflops_high"])],
         "% of ceiling": [("–" if pd.isna(p) else f"{p:.0f}") for p in table["pct_of_ceiling"]],
         "points × rounds": [f"{p} × {r}" for p, r in zip(table["points"], table["rounds"])]})
-    where = "" if model.source.name != SWEEP_FOLDER else f" (records: `{SWEEP_FOLDER}/`)"
+    where = f" (records: `{SWEEP_FOLDER}/`)" if model.nested else ""
     ceiling = f"{model.ceiling_gflops:.3g} GFLOP/s" if model.ceiling_gflops else "not measured"
     lines = ["## Cost model", "",
              f"`step time ≈ overhead + FLOPs / throughput`, fitted per row and mode on every speed-only cell{where} "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import costmodel, disturbance, layout, summary
+from bench import costmodel, disturbance, layout, merge, summary
 from bench import rows as rows_mod
 from bench import workloads as workloads_mod
 from bench.layout import ResultsDir
@@ -227,7 +227,10 @@ def tables(results: ResultsDir) -> dict[str, object]:
 
 
 def write_report(results: ResultsDir) -> dict[str, list[str]]:
-    """Rebuild README.md, the CSV and JSON files and the plots; returns what was written."""
+    """Rebuild README.md, the CSV and JSON files and the plots; returns what was written.  A merge of several
+    machines (:mod:`bench.merge`) gets a report per machine and an overview (:func:`write_machines_report`)."""
+    if (results.root / merge.MACHINES).is_dir() and not any(results.raw.glob("r*/*.json")):
+        return write_machines_report(results)
     t = tables(results)
     cells: pd.DataFrame = t["cells"]
     results.plots.mkdir(parents=True, exist_ok=True)
@@ -281,6 +284,45 @@ def write_report(results: ResultsDir) -> dict[str, list[str]]:
     results.file(layout.README).write_text("\n".join(lines))
     return {"plots": plots, "files": [layout.README, layout.SUMMARY_CSV, layout.SAMPLES_CSV, layout.EPOCHS_CSV,
                                       layout.CEILING_CSV, layout.RESULTS_JSON]}
+
+
+def write_machines_report(results: ResultsDir) -> dict[str, list[str]]:
+    """A merge of several machines: each machine's report in its folder, and at the top README.md with the
+    machines (their fingerprints) and every cell's median step time on each, and results.csv (every machine's
+    cells, with a ``machine`` column)."""
+    machines, all_cells = [], []
+    for folder in sorted(p for p in (results.root / merge.MACHINES).iterdir() if p.is_dir()):
+        sub = ResultsDir(folder)
+        write_report(sub)
+        t = tables(sub)
+        e = t["run"].get("environment") or {}
+        hosts = {(r.get("environment") or {}).get("machine", {}).get("hostname_sha256") for r in t["records"]}
+        ceiling = t["ceiling_info"]
+        machines.append({"machine": f"[{folder.name}]({merge.MACHINES}/{folder.name}/{layout.README})",
+                         "CPU": e.get("cpu_model"), "logical CPUs": e.get("cpu_count"),
+                         "memory GiB": e.get("memory_gib"), "nodes": len(hosts - {None}) or "–",
+                         "cells": len(t["cells"]), "ceiling GFLOP/s": _num(ceiling["median"]) if ceiling else "–",
+                         "profile": t["run"].get("profile")})
+        if not t["cells"].empty:
+            all_cells.append(t["cells"].assign(machine=folder.name))
+    cells = pd.concat(all_cells, ignore_index=True) if all_cells else pd.DataFrame()
+    header = f"# {GENERATED} on {_today()} - do not edit; read with pandas.read_csv(path, comment='#')\n"
+    results.file(layout.SUMMARY_CSV).write_text(header + cells.to_csv(index=False))
+    lines = ["# Benchmark results by machine", "",
+             f"> {GENERATED} on {_today()} — do not edit; merged with `python -m bench merge`.", "",
+             "Records from several kinds of machine (CPU model, logical CPUs, memory; nodes of one kind count as "
+             "one): each machine's report is in its folder, with its own rounds, ratios and ceiling.", "",
+             "## Machines", "", _markdown(pd.DataFrame(machines)), ""]
+    if not cells.empty and "step_s_median" in cells:
+        wide = cells.pivot_table(index=["workload", "point", "dtype", "row", "mode"], columns="machine",
+                                 values="step_s_median", aggfunc="first", sort=False)
+        shown = (wide * 1e3).map(_num).reset_index()
+        shown.columns = [str(c) if c in ("workload", "point", "dtype", "row", "mode") else f"{c} step ms"
+                         for c in shown.columns]
+        lines += ["## Step time on each machine", "", "Median over rounds, ms per training step.", "",
+                  _markdown(shown), ""]
+    results.file(layout.README).write_text("\n".join(lines))
+    return {"plots": [], "files": [layout.README, layout.SUMMARY_CSV]}
 
 
 def _workload_section(workload: str, point: object, cells: pd.DataFrame, plots: list[str]) -> list[str]:

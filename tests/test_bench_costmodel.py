@@ -99,12 +99,12 @@ def test_predict_without_a_model_says_how_to_get_one(capsys: pytest.CaptureFixtu
     assert "--profile sweep" in capsys.readouterr().err
 
 
-def test_the_sweep_profile_sweeps_width_for_spec_rows_and_baselines_in_every_mode() -> None:
+def test_the_sweep_profile_sweeps_width_for_spec_rows_in_every_mode() -> None:
     from bench import cells, workloads
-    from bench.rows import NATIVE
+    from bench.rows import SPEC
 
     found, _ = cells.matrix(cells.PROFILES["sweep"])
     assert {c.workload for c in found} == {"sweep_width"}
     assert sorted({c.params["value"] for c in found}) == list(workloads.COST_WIDTHS)
-    assert not [c for c in found if c.row.variant == NATIVE]
+    assert {c.row.variant for c in found} == {SPEC}
     assert {(c.row.name, c.mode) for c in found} == {(r.name, m) for r in {c.row for c in found} for m in r.modes}
