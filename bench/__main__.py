@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: results)")
     run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     run.add_argument("--list", action="store_true", help="list the cells and exit")
+    run.add_argument("--executor", choices=("local", "dask"), default="local",
+                     help="local (default: this machine, rounds interleaved) or dask (a cell and its native twin "
+                          "per exclusive Dask worker; see bench/executor.py)")
+    run.add_argument("--scheduler", default=None,
+                     help="with --executor dask: the scheduler's address, e.g. tcp://host:8786 (default: a local "
+                          "cluster of one worker)")
     rep = sub.add_parser("report", help="write README.md, CSV, JSON and plots from the records")
     rep.add_argument("--out", type=results_dir_arg, default=Path("results"))
     cmp_ = sub.add_parser("compare", help="compare two result directories")
@@ -133,8 +139,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(profile_name: str, threads: int, device: str, out: Path, only: str | None = None,
-            force: bool = False, report: bool = True) -> int:
-    """Run a profile into ``out`` and write its report; the exit status (0, 1 on errors, 130 interrupted)."""
+            force: bool = False, report: bool = True, executor: str = "local", scheduler: str | None = None) -> int:
+    """Run a profile into ``out`` (on this machine, or with ``executor="dask"`` on the Dask cluster at
+    ``scheduler``) and write its report; the exit status (0, 1 on errors, 130 interrupted)."""
     from bench import runner
     from bench.report import write_report
 
@@ -149,13 +156,18 @@ def measure(profile_name: str, threads: int, device: str, out: Path, only: str |
     info = {"run_id": f"{started:%Y%m%dT%H%M%S}-{os.getpid()}", "profile": profile.name,
             "profile_description": profile.description, "threads": threads, "device": device, "only": only,
             "unavailable": unavailable, "plan": plan.to_dict(), "started_utc": started.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv), "environment": environment, "interrupted": True}
+            "command": " ".join(sys.argv), "environment": environment, "executor": executor, "interrupted": True}
     results.add_run(info)  # before the first task: an interrupted run still names its plan
     start = time.perf_counter()
     status = 0
     outcome = runner.Outcome()
     try:
-        runner.run(plan, results, environment, outcome, force=force, progress=True)
+        if executor == "dask":
+            from bench import executor as dask_executor
+
+            dask_executor.run(plan, results, environment, outcome, force=force, scheduler=scheduler)
+        else:
+            runner.run(plan, results, environment, outcome, force=force, progress=True)
     except KeyboardInterrupt:
         print("interrupted: finished tasks are saved; run again to resume", file=sys.stderr)
         status = 130
@@ -215,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             cells, _ = cells_mod.matrix(cells_mod.PROFILES[args.profile], args.only)
             print("\n".join(c.id for c in cells))
             return 0
-        return measure(args.profile, args.threads, args.device, args.out, args.only, args.force, not args.no_report)
+        if args.scheduler and args.executor != "dask":
+            print("--scheduler needs --executor dask", file=sys.stderr)
+            return 2
+        return measure(args.profile, args.threads, args.device, args.out, args.only, args.force, not args.no_report,
+                       args.executor, args.scheduler)
     if args.command == "report":
         from bench.report import write_report
 

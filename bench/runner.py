@@ -274,10 +274,10 @@ def prepare_data(plan: Plan, results: ResultsDir) -> None:
             workload.load(results.cache)
 
 
-def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, force: bool = False,
-        progress: bool = True) -> None:
-    """Run every round's tasks that are not done, writing one record per task; ``outcome`` counts what
-    happened (also when an interrupt ends the run)."""
+def pending(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, force: bool = False
+            ) -> list[tuple[int, Task, str]]:
+    """``(round, task, key)`` of every task not done yet (all with ``force``), in run order; ``outcome`` counts
+    the skipped ones and names the malformed records found."""
     todo: list[tuple[int, Task, str]] = []
     for round_ in plan.profile.rounds:
         for task in plan.order(round_):
@@ -291,6 +291,14 @@ def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, fo
                 todo.append((round_, task, key))
     for line in outcome.malformed:
         print(f"malformed record, measured again: {line}", file=sys.stderr)
+    return todo
+
+
+def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, force: bool = False,
+        progress: bool = True) -> None:
+    """Run every round's tasks that are not done, writing one record per task; ``outcome`` counts what
+    happened (also when an interrupt ends the run)."""
+    todo = pending(plan, results, environment, outcome, force)
     prepare_data(plan, results)
     bar = None
     if progress:
@@ -311,7 +319,7 @@ def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, fo
                     outcome.counts["retries paused"] += 1
                 record = run_task(plan, task, message, key, workers, environment)
                 results.write_record(record)
-                _count(outcome, record)
+                count(outcome, record)
                 busy.add(record)
                 if bar is not None:
                     if record["status"] != "ok":
@@ -322,7 +330,8 @@ def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, fo
             bar.close()
 
 
-def _count(outcome: Outcome, record: dict) -> None:
+def count(outcome: Outcome, record: dict) -> None:
+    """Count a finished task's record in ``outcome``."""
     if record["status"] != "ok":
         outcome.counts["error"] += 1
         outcome.errors.append(f"round {record['round']}, {record['task']['id']}: {record['error']}")
