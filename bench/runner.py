@@ -73,6 +73,7 @@ class WorkerProcess:
                                                    if p)}
         setup = {"row": self.row.to_dict(), "threads": self.threads, "device": self.device,
                  "cache": str(self.cache), "answer_fd": write_end, "parent": os.getpid()}
+        spawned = time.perf_counter()  # the start-up: interpreter, NumPy and the framework's import
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(setup)],
                                             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
@@ -84,7 +85,7 @@ class WorkerProcess:
         if not ready.get("ready"):
             self.stop()
             raise WorkerFailed(f"worker did not start: {ready.get('error')}")
-        self.ready = ready
+        self.ready = {**ready, "startup_s": time.perf_counter() - spawned}
         return ready
 
     def ask(self, message: dict, timeout_s: float) -> dict:
@@ -352,7 +353,7 @@ def run_task(plan: Plan, task: Task, message: dict, key: str, workers: Workers, 
         worker = workers.get(task, plan.row_of(task))
         record["worker"] = {k: worker.ready.get(k) for k in ("pid", "import_s", "numpy_import_s", "libraries",
                                                               "threads_applied", "devices", "cpu_affinity",
-                                                              "thread_env", "torchinductor_cache_dir")}
+                                                              "thread_env", "torchinductor_cache_dir", "startup_s")}
         record.update(worker.ask(message, plan.profile.timeout_s))
     except WorkerFailed as exc:
         worker = workers.running.get(task.group)
