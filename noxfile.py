@@ -59,10 +59,11 @@ def bench(session: nox.Session) -> None:
     """Benchmark every registered implementation, its native idiom and the baselines into results/, quick profile.
 
     ``-- --profile full``, ``-- --threads all``, ``-- --only digits``, ``-- --force`` pass options to
-    ``python -m bench run``; ``-- aa`` (two runs of the same code, compared), ``-- report`` and
-    ``-- compare OLD NEW`` run those commands instead.
+    ``python -m bench run``; ``-- aa`` (two runs of the same code, compared), ``-- report``,
+    ``-- compare OLD NEW``, ``-- predict --layers 784,512,512,10 --batch 128`` and ``-- merge DIR... --out DIR``
+    run those commands instead (see bench/README.md).
     """
     session.install(".[all,bench]")
-    commands = ("run", "report", "compare", "aa")
+    commands = ("run", "report", "compare", "aa", "micro-report", "predict", "merge")
     args = session.posargs if session.posargs[:1] and session.posargs[0] in commands else ["run", *session.posargs]
     session.run("python", "-m", "bench", *args)
