@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the benchmark (resumes; --force reruns)")
     _run_options(run)
     run.add_argument("--force", action="store_true", help="rerun tasks that already have a result")
-    run.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: results)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="results directory (default: results, or the profile's folder in it: results/sweep)")
     run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     run.add_argument("--list", action="store_true", help="list the cells and exit")
     run.add_argument("--executor", choices=("local", "dask"), default="local",
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.scheduler and args.executor != "dask":
             print("--scheduler needs --executor dask", file=sys.stderr)
             return 2
-        return measure(args.profile, args.threads, args.device, args.out, args.only, args.force, not args.no_report,
+        out = args.out or Path("results") / cells_mod.PROFILES[args.profile].folder
+        return measure(args.profile, args.threads, args.device, out, args.only, args.force, not args.no_report,
                        args.executor, args.scheduler)
     if args.command == "report":
         from bench.report import write_report

@@ -32,6 +32,8 @@ class Profile:
     ``sweep_<kind>``), in every mode of every row.
     ``implementations``: registry names to run (``None``: every implementation and baseline).
     ``variants``: the kinds of rows to run (:data:`bench.rows.VARIANTS`; ``None``: all).
+    ``folder``: where ``python -m bench run`` writes by default, inside ``results/`` (a profile measuring something
+    else than the main tables keeps its own folder, so that the main report still shows the last main run).
     ``timeout_s``: the longest one task may take before its worker is killed.
     """
 
@@ -50,6 +52,7 @@ class Profile:
     sweeps: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     implementations: tuple[str, ...] | None = None
     variants: tuple[str, ...] | None = None
+    folder: str = ""
     timeout_s: int = 600
 
     def settings(self) -> dict[str, int]:
@@ -82,7 +85,7 @@ PROFILES: dict[str, Profile] = {
         "sweep", "the cost model's width sweep: hidden width 32-2048 (five points, batch 256, MNIST-shaped) for every "
         "spec row in every mode; 3 rounds (seeds 0-2)",
         rounds=(0, 1, 2), workloads=(), sweeps={"width": workloads_mod.COST_WIDTHS},
-        variants=(rows_mod.SPEC,), speed_warmup=1, speed_epochs=3, retries=1, timeout_s=600),
+        variants=(rows_mod.SPEC,), folder="sweep", speed_warmup=1, speed_epochs=3, retries=1, timeout_s=600),
 }
 
 

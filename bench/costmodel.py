@@ -30,13 +30,16 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from bench import stats
+from bench import cells, stats
 
 RESAMPLES = 1000
 """Bootstrap resamples of the rounds per fit."""
 
 MIN_POINTS = 3
 """A row needs this many distinct FLOP counts to be fitted (two parameters, one degree of freedom left)."""
+
+SWEEP_FOLDER = cells.PROFILES["sweep"].folder
+"""Where the ``sweep`` profile's records live inside a results directory."""
 
 
 @dataclass(frozen=True)
@@ -242,17 +245,13 @@ def from_records(root: Path) -> Model:
 
 def load(root: Path) -> Model:
     """The cost model for the results directory ``root``: fitted from its own records when they sweep enough
-    sizes (``full``), else from its ``sweep/`` subdirectory (``python -m bench run --profile sweep --out
-    results/sweep``); its ``fits`` are empty when neither has enough points."""
+    sizes (``full``), else from its ``sweep/`` subdirectory (``python -m bench run --profile sweep`` writes
+    ``results/sweep``); its ``fits`` are empty when neither has enough points."""
     own = from_records(root)
     nested = Path(root) / SWEEP_FOLDER
     if own.fits or not nested.is_dir():
         return own
     return replace(from_records(nested), nested=True)
-
-
-SWEEP_FOLDER = "sweep"
-"""Where the ``sweep`` profile's records live inside a results directory."""
 
 
 def _flops_text(flops: float) -> str:

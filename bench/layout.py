@@ -8,7 +8,7 @@
       .cache/                data sets as loaded once (``.npz``), so workers need not import scikit-learn
       README.md, results.csv, samples.csv, epochs.csv, ceiling.csv, results.json, plots/   the report
       costmodel.csv, crossovers.csv   the fitted cost model (:mod:`bench.costmodel`), where sizes were swept
-      sweep/                 ``python -m bench run --profile sweep --out results/sweep``: the cost model's records
+      sweep/                 ``python -m bench run --profile sweep``: the cost model's records
       micro/                 ``nox -s microbench``: pytest-benchmark JSON per row, phases.csv, README.md
       aa/                    ``python -m bench aa``: runs ``a/`` and ``b/`` of the same code, compare.md/json
 
