@@ -39,6 +39,14 @@ def test_phase_arithmetic_subtracts_the_nested_phases() -> None:
     line = micro.phase_table(bench, main).iloc[0]
     assert (line["forward_s"], line["backward_s"], line["update_s"], line["train_step_s"]) == (1.0, 2.0, 0.5, 3.5)
     assert (line["step_s"], line["rest_s"]) == (4.25, 0.75)
+    assert line["nested"]
+
+
+def test_phases_that_do_not_contain_one_another_are_flagged() -> None:
+    cell = ("keras[jax]", "jit", "digits")
+    bench = _benchmarks({(*cell, "forward"): 1.0, (*cell, "gradients"): 30.0, (*cell, "train_step"): 2.0})
+    line = micro.phase_table(bench, None).iloc[0]
+    assert line["update_s"] == -28.0 and not line["nested"]
 
 
 def test_phase_arithmetic_leaves_missing_parts_empty() -> None:

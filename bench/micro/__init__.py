@@ -19,7 +19,11 @@ The phase table subtracts them: forward; backward = gradients − forward; updat
 gradients; and rest = the main table's step time (``fit``'s epoch time per batch) − train_step: the
 training loop around the step (batch slicing, per-epoch work spread over the batches, a fast mode's
 whole-epoch path that a single step does not take).  A difference of two medians can be slightly
-negative when a phase costs less than the noise; it is shown as measured.
+negative when a phase costs less than the noise; it is shown as measured.  The subtraction assumes the
+phases nest (a train step runs the gradient code, which runs the forward code); where a row's methods take
+different paths it does not (Keras: ``_train_step`` is Keras's compiled train function, ``_gradients`` a
+separate gradient computation), and ``nested`` says so: each phase at least :data:`NESTING_TOLERANCE` of
+the one it should contain.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ WORKLOADS = ("circles", "digits", "throughput")
 
 PHASES = ("forward", "gradients", "train_step")
 """The timed methods, each containing the one before it."""
+
+NESTING_TOLERANCE = 0.9
+"""A phase counts as containing the previous one when it takes at least this fraction of its time (noise)."""
 
 FOLDER = "micro"
 """The suite's folder inside a results directory."""
@@ -85,13 +92,16 @@ def load_benchmarks(folder: Path) -> pd.DataFrame:
 def phase_table(benchmarks: pd.DataFrame, main: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (row, mode, workload): the phase times in seconds (``forward_s``, ``backward_s``, ``update_s``,
     ``train_step_s``) and, where ``main`` (the main table: ``row, mode, workload, step_s_median``) has the cell,
-    ``step_s`` and ``rest_s`` = step − train_step.  Missing phases leave their differences empty."""
+    ``step_s`` and ``rest_s`` = step − train_step; ``nested``: whether the phases contain one another (see the
+    module docstring).  Missing phases leave their differences empty."""
     wide = benchmarks.pivot_table(index=["row", "mode", "workload"], columns="phase", values="median_s",
                                   aggfunc="median").reindex(columns=list(PHASES)).reset_index()
     wide.columns.name = None
     out = wide[["row", "mode", "workload"]].assign(
         forward_s=wide["forward"], backward_s=wide["gradients"] - wide["forward"],
-        update_s=wide["train_step"] - wide["gradients"], train_step_s=wide["train_step"])
+        update_s=wide["train_step"] - wide["gradients"], train_step_s=wide["train_step"],
+        nested=(wide["gradients"] >= NESTING_TOLERANCE * wide["forward"])
+        & (wide["train_step"] >= NESTING_TOLERANCE * wide["gradients"]))
     if main is not None and not main.empty:
         steps = main[["row", "mode", "workload", "step_s_median"]].rename(columns={"step_s_median": "step_s"})
         out = out.merge(steps, on=["row", "mode", "workload"], how="left")

@@ -16,6 +16,7 @@ def markdown_table(phases: pd.DataFrame) -> str:
     shown = phases[["row", "mode", "workload", *COLUMNS]].rename(columns=COLUMNS)
     for column in COLUMNS.values():
         shown[column] = [("–" if pd.isna(v) else f"{v * 1e6:.3g}") for v in shown[column]]
+    shown["phases nest"] = ["yes" if nested else "no" for nested in phases["nested"]]
     return shown.to_markdown(index=False, disable_numparse=True)
 
 
@@ -36,7 +37,9 @@ def write_report(results: ResultsDir) -> pd.DataFrame:
             "methods, subtracted: **forward**; **backward** = gradients − forward; **update** = train_step − "
             "gradients; **rest** = the main table's step time (`fit`'s epoch time per batch, spec row, same mode) "
             "− train_step: the loop around the step, or a fast mode's whole-epoch path doing better than single "
-            "steps (negative).  See `bench/micro/__init__.py`.  Raw: `*.json` (pytest-benchmark), `phases.csv`.", ""]
+            "steps (negative).  **phases nest** = no: the row's train step does not run its gradient code (Keras: "
+            "its compiled train function), so backward and update do not decompose that step.  See "
+            "`bench/micro/__init__.py`.  Raw: `*.json` (pytest-benchmark), `phases.csv`.", ""]
     for workload, group in phases.groupby("workload", sort=False):
         text += [f"## {workload}", "", markdown_table(group), ""]
     (folder / layout.README).write_text("\n".join(text))
