@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import costmodel, disturbance, layout, merge, summary
+from bench import costmodel, disturbance, layout, merge, micro, summary
 from bench import rows as rows_mod
 from bench import workloads as workloads_mod
 from bench.layout import ResultsDir
@@ -272,6 +272,9 @@ def write_report(results: ResultsDir) -> dict[str, list[str]]:
               f"and round, with the per-round ratios), `{layout.EPOCHS_CSV}` (every timed epoch), "
               f"`{layout.CEILING_CSV}`, "
               f"`{layout.RESULTS_JSON}` (everything), `{layout.RAW}/` (one record per task and round).", ""]
+    if results.file(f"{micro.FOLDER}/{layout.README}").exists():
+        lines += [f"Where a step's time goes (forward, backward, update, the rest; `nox -s microbench`): "
+                  f"[{micro.FOLDER}/{layout.README}]({micro.FOLDER}/{layout.README}).", ""]
     lines += ["## How it is measured", "", METHOD]
     if not cells.empty:
         for (workload, point), group in cells.groupby(["workload", "point"], sort=False):

@@ -108,3 +108,28 @@ def test_the_sweep_profile_sweeps_width_for_spec_rows_in_every_mode() -> None:
     assert sorted({c.params["value"] for c in found}) == list(workloads.COST_WIDTHS)
     assert {c.row.variant for c in found} == {SPEC}
     assert {(c.row.name, c.mode) for c in found} == {(r.name, m) for r in {c.row for c in found} for m in r.modes}
+
+
+def test_the_report_opens_with_the_fitted_answer_and_draws_the_roofline(tmp_path) -> None:
+    from bench.cells import Cell
+    from bench.layout import ResultsDir
+    from bench.report import write_report
+    from bench.rows import Row
+    from bench.workloads import COST_WIDTHS, get
+
+    results = ResultsDir(tmp_path / costmodel.SWEEP_FOLDER)
+    for row, overhead_s, gflops in (("numpy", 1e-4, 20.0), ("torch", 2e-3, 80.0)):
+        for width in COST_WIDTHS:
+            cell = Cell(Row(row), "default", "sweep_width", params={"value": width})
+            step_s = overhead_s + get("sweep_width", {"value": width}).flops_per_step() / (gflops * 1e9)
+            for round_ in range(3):
+                results.write_record({"kind": "cell", "task": cell.to_dict(), "round": round_, "key": "k",
+                                      "status": "ok", "step_s": step_s, "step_times_s": [step_s]})
+    ResultsDir(tmp_path).raw.mkdir()
+    write_report(ResultsDir(tmp_path))  # the main directory: its cost model comes from sweep/
+    text = ResultsDir(tmp_path).file("README.md").read_text()
+    assert text.index("**Which framework for which size**") < text.index("## How it is measured")
+    assert "**numpy** (default)" in text and "**torch** (default)" in text and "## Cost model" in text
+    assert (tmp_path / "plots" / "roofline.png").exists()
+    table = pd.read_csv(tmp_path / "costmodel.csv")
+    assert table.set_index("row")["gflops"].to_dict() == pytest.approx({"numpy": 20.0, "torch": 80.0})
