@@ -105,17 +105,26 @@ def fit(samples: pd.DataFrame, resamples: int = RESAMPLES, seed: int = 0) -> Fit
         raise ValueError(f"{table.shape[1]} distinct FLOP counts; a fit needs {MIN_POINTS}")
     flops = table.columns.to_numpy(dtype=np.float64)
     values = table.to_numpy()  # (rounds, points); NaN where a round has no usable sample of a point
-    a, b = fit_line(flops, np.nanmedian(values, axis=0))
+    a, b = fit_line(flops, _medians(values))
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(resamples):
-        medians = np.nanmedian(values[rng.integers(0, len(values), size=len(values))], axis=0)
+        medians = _medians(values[rng.integers(0, len(values), size=len(values))])
         kept = np.isfinite(medians)
         if kept.sum() >= MIN_POINTS:
             draws.append(fit_line(flops[kept], medians[kept]))
     batches = tuple(sorted({int(x) for x in samples["batch"]})) if "batch" in samples else ()
     return Fit(a, b, np.array(draws).reshape(-1, 2), (float(flops.min()), float(flops.max())), batches,
                len(flops), len(values))
+
+
+def _medians(values: np.ndarray) -> np.ndarray:
+    """The median of each column of ``values`` (rounds, points) over its finite entries; NaN where there is none
+    (a resample that drew only rounds without that point)."""
+    present = np.isfinite(values).any(axis=0)
+    out = np.full(values.shape[1], np.nan)
+    out[present] = np.nanmedian(values[:, present], axis=0)
+    return out
 
 
 def points(rounds: pd.DataFrame) -> pd.DataFrame:

@@ -47,6 +47,14 @@ def test_fit_is_exact_without_noise_and_ignores_one_wild_round() -> None:
     assert fit.gflops == pytest.approx(100.0, rel=1e-6)
 
 
+@pytest.mark.filterwarnings("error")
+def test_a_point_missing_from_most_rounds_is_fitted_where_it_was_measured() -> None:
+    samples = _samples(1e-4, 10.0, rounds=3, noise=0.0)
+    samples = samples[~((samples["round"] > 0) & (samples["flops"] == FLOPS.max()))]  # only round 0 has it
+    fit = costmodel.fit(samples)
+    assert fit.gflops == pytest.approx(10.0) and len(fit.draws) > 0.9 * costmodel.RESAMPLES
+
+
 def test_fit_needs_three_points() -> None:
     samples = _samples(1e-4, 10.0)
     with pytest.raises(ValueError, match="a fit needs 3"):
