@@ -9,6 +9,7 @@ skipped.  Exit status: 1 when a row's process failed.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -47,10 +48,12 @@ def run_rows(out: Path, pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    out = Path("results")
-    if argv[:1] == ["--out"]:
-        out, argv = Path(argv[1]), argv[2:]
-    failed = run_rows(out, argv)
+    parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__.splitlines()[0],
+                                     epilog="Every other option goes to each pytest process.")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: results)")
+    args, pytest_args = parser.parse_known_args(argv)
+    out = args.out
+    failed = run_rows(out, pytest_args)
     from bench.micro.report import write_report
 
     write_report(ResultsDir(out))
