@@ -70,8 +70,8 @@ WORKLOAD_NAMES = ("circles", "digits", "breast_cancer", "diabetes", "throughput"
 # rows compile again for every new model) and the metrics.  The epoch cap saves little; rounds are what the
 # noise needs: 5 rounds let compare reach p = 0.008 where 3 never reach 0.05.
 # The cost model's width sweep does not fit in that budget: alone, 65 cells (13 spec rows and modes x 5 widths) x
-# 3 rounds took 799 s on the 2-core machine shared with another benchmark (the first round ~6 min: every width is
-# a new model to compile; width 2048 costs ~0.15 s a step), so it has its own profile, ``sweep``.
+# 3 rounds took 799 s on the 2-core machine shared with another benchmark (the first round 6.8 min, every width
+# a new model to compile; later rounds ~3.2 min; width 2048 costs ~0.15 s a step), so it has its own profile.
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
