@@ -1,7 +1,8 @@
 """Command line: ``python -m bench run | report | compare | aa | micro-report | predict | merge``.
 
-``run [--profile quick|full] [--threads N|all] [--device cpu|gpu] [--only REGEX] [--force] [--out DIR]``
-measures the profile's rounds, resuming where an earlier run stopped, then writes the report; it exits
+``run [--profile quick|full|sweep] [--threads N|all] [--device cpu|gpu] [--only REGEX] [--force] [--out DIR]
+[--executor local|dask [--scheduler ADDRESS]]`` measures the profile's rounds (here, or on a Dask cluster:
+:mod:`bench.executor`), resuming where an earlier run stopped, then writes the report; it exits
 1 when a task errored, 130 when interrupted.  ``report [--out DIR]`` rewrites the report from the
 records.  ``compare OLD NEW`` prints the change of every cell and flags those beyond the noise (exit 1
 with ``--fail-on-slowdown`` when one is slower).  ``aa`` runs the quick profile twice on the same code

@@ -27,6 +27,10 @@ def _today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _csv_header() -> str:
+    return f"# {GENERATED} on {_today()} - do not edit; read with pandas.read_csv(path, comment='#')\n"
+
+
 # ---- formatting ------------------------------------------------------------------------
 
 
@@ -255,7 +259,7 @@ def write_report(results: ResultsDir) -> dict[str, list[str]]:
             costmodel.model_table(model.fits, model.ceiling_gflops).to_csv(index=False))
         results.file(layout.CROSSOVERS_CSV).write_text(costmodel.crossovers(model.fits).to_csv(index=False))
 
-    header = f"# {GENERATED} on {_today()} - do not edit; read with pandas.read_csv(path, comment='#')\n"
+    header = _csv_header()
     for name, frame in ((layout.SUMMARY_CSV, cells), (layout.SAMPLES_CSV, t["rounds"]),
                         (layout.EPOCHS_CSV, t["epochs"]), (layout.CEILING_CSV, t["ceiling"])):
         results.file(name).write_text(header + frame.to_csv(index=False))
@@ -297,8 +301,9 @@ def write_report(results: ResultsDir) -> dict[str, list[str]]:
                   _markdown(frame), ""]
     lines += ["## Environment", "", _markdown(_environment_table(t["run"])), ""]
     results.file(layout.README).write_text("\n".join(lines))
+    model_files = [layout.COSTMODEL_CSV, layout.CROSSOVERS_CSV] if model.fits else []
     return {"plots": plots, "files": [layout.README, layout.SUMMARY_CSV, layout.SAMPLES_CSV, layout.EPOCHS_CSV,
-                                      layout.CEILING_CSV, layout.RESULTS_JSON]}
+                                      layout.CEILING_CSV, layout.RESULTS_JSON, *model_files]}
 
 
 def write_machines_report(results: ResultsDir) -> dict[str, list[str]]:
@@ -321,7 +326,7 @@ def write_machines_report(results: ResultsDir) -> dict[str, list[str]]:
         if not t["cells"].empty:
             all_cells.append(t["cells"].assign(machine=folder.name))
     cells = pd.concat(all_cells, ignore_index=True) if all_cells else pd.DataFrame()
-    header = f"# {GENERATED} on {_today()} - do not edit; read with pandas.read_csv(path, comment='#')\n"
+    header = _csv_header()
     results.file(layout.SUMMARY_CSV).write_text(header + cells.to_csv(index=False))
     lines = ["# Benchmark results by machine", "",
              f"> {GENERATED} on {_today()} — do not edit; merged with `python -m bench merge`.", "",
