@@ -221,7 +221,9 @@ WORKLOADS: dict[str, Workload] = {
         "circles", "the lecture's experiment: make_circles, ReLU, sigmoid + BCE, lr 0.3 decay 0.95",
         (2, 4, 4, 1), "binary_crossentropy", circles_data,
         {"epochs": 150, "batch_size": 32, "learning_rate": 0.3, "lr_decay": 0.95},
-        {"hidden_activation": "relu", "initializer": "he_normal"}, accuracy_target=0.90),
+        # target: the committed full-length run (150 epochs, 3 seeds) ended at median test accuracies of 0.78-1.0,
+        # 0.85 or more for all but Keras[jax] and scikit-learn; 10 epochs (the quick profile) reach 0.6-0.8
+        {"hidden_activation": "relu", "initializer": "he_normal"}, accuracy_target=0.85),
     "digits": Workload(
         "digits", "scikit-learn's 8x8 digits, ReLU, softmax + cross-entropy, momentum 0.9",
         (64, 128, 128, 10), "categorical_crossentropy", digits_data,
