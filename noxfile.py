@@ -1,4 +1,7 @@
-"""Sessions: ``tests`` (the test suite), ``lint`` (ruff).  ``nox -s tests -- -k numpy`` passes pytest options."""
+"""Sessions: ``tests`` (the test suite), ``lint`` (ruff), ``studies``, ``bench``, ``microbench``.
+
+``nox -s tests -- -k numpy`` passes pytest options.
+"""
 
 from __future__ import annotations
 
@@ -39,14 +42,28 @@ def studies(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def microbench(session: nox.Session) -> None:
+    """Where a step's time goes: pytest-benchmark of forward, gradients and train_step for every registered
+    implementation, mode and Keras backend (one pytest process each) into results/micro/, then its phase table.
+
+    Options after ``--`` go to every pytest process, e.g. ``-- --benchmark-max-time=1``, or
+    ``-- --benchmark-autosave --benchmark-compare --benchmark-compare-fail=median:10%`` for regressions
+    (pytest-benchmark keeps the saved runs in ``.benchmarks/``).
+    """
+    session.install(".[all,bench]")
+    session.run("python", "-m", "bench.micro", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmark every registered implementation, its native idiom and the baselines into results/, quick profile.
 
     ``-- --profile full``, ``-- --threads all``, ``-- --only digits``, ``-- --force`` pass options to
-    ``python -m bench run``; ``-- aa`` (two runs of the same code, compared), ``-- report`` and
-    ``-- compare OLD NEW`` run those commands instead.
+    ``python -m bench run``; ``-- aa`` (two runs of the same code, compared), ``-- report``,
+    ``-- compare OLD NEW``, ``-- predict --layers 784,512,512,10 --batch 128`` and ``-- merge DIR... --out DIR``
+    run those commands instead (see bench/README.md).
     """
     session.install(".[all,bench]")
-    commands = ("run", "report", "compare", "aa")
+    commands = ("run", "report", "compare", "aa", "micro-report", "predict", "merge")
     args = session.posargs if session.posargs[:1] and session.posargs[0] in commands else ["run", *session.posargs]
     session.run("python", "-m", "bench", *args)

@@ -14,8 +14,11 @@ formed per round, and the disturbance counts.  ``python -m bench compare OLD NEW
 slower/faster with a rank test and a minimum effect (:mod:`bench.compare`); ``python -m bench aa``
 checks that two runs of the same code agree.
 
-Other modules: :mod:`bench.env` (threads, versions, sources hash), :mod:`bench.libraries` (what
-only a library's API can set), :mod:`bench.workloads` (data, models, FLOP counts).
+Other modules: :mod:`bench.env` (threads, versions, sources hash, the machine's fingerprint),
+:mod:`bench.libraries` (what only a library's API can set), :mod:`bench.workloads` (data, models, FLOP
+counts), :mod:`bench.costmodel` (overhead + FLOPs / throughput per row, ``python -m bench predict``),
+:mod:`bench.merge` (results of several machines), :mod:`bench.executor` (cells on a Dask cluster) and
+:mod:`bench.micro` (the pytest-benchmark phase suite); ``bench/README.md`` shows how to use them.
 
 Extensions for tests: ``BENCH_PLUGINS`` names modules (comma-separated) imported by the runner
 and every worker; they may register implementations (in :mod:`impls.registry`), workloads and

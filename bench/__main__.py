@@ -1,12 +1,17 @@
-"""Command line: ``python -m bench run | report | compare | aa``.
+"""Command line: ``python -m bench run | report | compare | aa | micro-report | predict | merge``.
 
-``run [--profile quick|full] [--threads N|all] [--device cpu|gpu] [--only REGEX] [--force] [--out DIR]``
-measures the profile's rounds, resuming where an earlier run stopped, then writes the report; it exits
+``run [--profile quick|full|sweep] [--threads N|all] [--device cpu|gpu] [--only REGEX] [--force] [--out DIR]
+[--executor local|dask [--scheduler ADDRESS]]`` measures the profile's rounds (here, or on a Dask cluster:
+:mod:`bench.executor`), resuming where an earlier run stopped, then writes the report; it exits
 1 when a task errored, 130 when interrupted.  ``report [--out DIR]`` rewrites the report from the
 records.  ``compare OLD NEW`` prints the change of every cell and flags those beyond the noise (exit 1
 with ``--fail-on-slowdown`` when one is slower).  ``aa`` runs the quick profile twice on the same code
 (``results/aa/a``, ``results/aa/b``) and writes their comparison to ``results/aa/`` (exit 1 when the A/A
-targets are missed).
+targets are missed).  ``micro-report [--out DIR]`` writes the phase table of the pytest-benchmark suite
+(:mod:`bench.micro`) from ``DIR/micro/*.json``.  ``predict --layers 784,512,512,10 --batch 128 [--out DIR]``
+prints every row's step time predicted by the cost model (:mod:`bench.costmodel`) fitted on ``DIR``'s records.
+``merge DIR... --out DIR`` merges result directories (other machines, cluster shards; :mod:`bench.merge`) and
+writes the merged report.
 """
 
 from __future__ import annotations
@@ -66,15 +71,37 @@ def fraction_arg(text: str) -> float:
     return value
 
 
+def layers_arg(text: str) -> tuple[int, ...]:
+    """Comma-separated layer sizes, input to output, e.g. ``784,512,512,10``."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) < 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected at least two comma-separated positive whole numbers (input, "
+                                         f"hidden..., output), e.g. 784,512,512,10; got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the benchmark (resumes; --force reruns)")
     _run_options(run)
     run.add_argument("--force", action="store_true", help="rerun tasks that already have a result")
-    run.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: results)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="results directory (default: results, or the profile's folder in it: results/sweep)")
     run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     run.add_argument("--list", action="store_true", help="list the cells and exit")
+    run.add_argument("--executor", choices=("local", "dask"), default="local",
+                     help="local (default: this machine, rounds interleaved) or dask (a cell and its native twin "
+                          "per exclusive Dask worker; see bench/executor.py)")
+    run.add_argument("--scheduler", default=None,
+                     help="with --executor dask: the scheduler's address, e.g. tcp://host:8786 (default: a local "
+                          "cluster of one worker)")
     rep = sub.add_parser("report", help="write README.md, CSV, JSON and plots from the records")
     rep.add_argument("--out", type=results_dir_arg, default=Path("results"))
     cmp_ = sub.add_parser("compare", help="compare two result directories")
@@ -85,6 +112,16 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--alpha", type=fraction_arg, default=stats.ALPHA,
                       help=f"significance level of the rank test ({stats.ALPHA})")
     cmp_.add_argument("--fail-on-slowdown", action="store_true", help="exit 1 when a cell is slower")
+    micro = sub.add_parser("micro-report", help="write the phase table of the micro suite (results/micro/)")
+    micro.add_argument("--out", type=results_dir_arg, default=Path("results"))
+    pred = sub.add_parser("predict", help="predict each row's step time for a model size from the cost model")
+    pred.add_argument("--layers", type=layers_arg, required=True, help="layer sizes, e.g. 784,512,512,10")
+    pred.add_argument("--batch", type=positive_int, required=True, help="batch size")
+    pred.add_argument("--out", type=results_dir_arg, default=Path("results"),
+                      help="results directory whose records (or sweep/ records) are fitted (default: results)")
+    mrg = sub.add_parser("merge", help="merge result directories (grouped by machine) and report them")
+    mrg.add_argument("sources", type=results_dir_arg, nargs="+", metavar="DIR")
+    mrg.add_argument("--out", type=Path, required=True, help="a new results directory")
     aa = sub.add_parser("aa", help="run a profile twice on the same code and compare the runs")
     _run_options(aa)
     aa.add_argument("--out", type=Path, default=Path("results"), help="writes OUT/aa/ (default: results)")
@@ -104,8 +141,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(profile_name: str, threads: int, device: str, out: Path, only: str | None = None,
-            force: bool = False, report: bool = True) -> int:
-    """Run a profile into ``out`` and write its report; the exit status (0, 1 on errors, 130 interrupted)."""
+            force: bool = False, report: bool = True, executor: str = "local", scheduler: str | None = None) -> int:
+    """Run a profile into ``out`` (on this machine, or with ``executor="dask"`` on the Dask cluster at
+    ``scheduler``) and write its report; the exit status (0, 1 on errors, 130 interrupted)."""
     from bench import runner
     from bench.report import write_report
 
@@ -120,13 +158,18 @@ def measure(profile_name: str, threads: int, device: str, out: Path, only: str |
     info = {"run_id": f"{started:%Y%m%dT%H%M%S}-{os.getpid()}", "profile": profile.name,
             "profile_description": profile.description, "threads": threads, "device": device, "only": only,
             "unavailable": unavailable, "plan": plan.to_dict(), "started_utc": started.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv), "environment": environment, "interrupted": True}
+            "command": " ".join(sys.argv), "environment": environment, "executor": executor, "interrupted": True}
     results.add_run(info)  # before the first task: an interrupted run still names its plan
     start = time.perf_counter()
     status = 0
     outcome = runner.Outcome()
     try:
-        runner.run(plan, results, environment, outcome, force=force, progress=True)
+        if executor == "dask":
+            from bench import executor as dask_executor
+
+            dask_executor.run(plan, results, environment, outcome, force=force, scheduler=scheduler)
+        else:
+            runner.run(plan, results, environment, outcome, force=force, progress=True)
     except KeyboardInterrupt:
         print("interrupted: finished tasks are saved; run again to resume", file=sys.stderr)
         status = 130
@@ -147,6 +190,30 @@ def measure(profile_name: str, threads: int, device: str, out: Path, only: str |
     return status
 
 
+def predict(layers: tuple[int, ...], batch: int, out: Path) -> int:
+    """Print the cost model's step time of every row for ``layers`` at ``batch`` (exit 1 without a model)."""
+    from bench import costmodel
+    from bench.workloads import dense_flops
+
+    model = costmodel.load(out)
+    if not model.fits:
+        print(f"no cost model in {out}: it needs speed-only cells at 3 or more sizes per row; run "
+              f"python -m bench run --profile sweep --out {out / costmodel.SWEEP_FOLDER}", file=sys.stderr)
+        return 1
+    flops = dense_flops(layers, batch)
+    table = costmodel.predictions(model.fits, flops, batch)
+    shown = table.assign(**{"step ms": [f"{v * 1e3:.3g}" for v in table["step_s"]],
+                            "95% interval ms": [f"{lo * 1e3:.3g}–{hi * 1e3:.3g}"
+                                                for lo, hi in zip(table["low_s"], table["high_s"])]})
+    print(f"layers {list(layers)}, batch {batch}: {flops / 1e9:.4g} GFLOP per training step "
+          f"(model fitted on {model.source})\n")
+    print(shown[["row", "mode", "step ms", "95% interval ms", "note"]].to_markdown(index=False, disable_numparse=True))
+    if table["note"].str.contains("extrapolated").any():
+        print("\nextrapolated: the request lies outside the FLOPs some rows were measured at; trust those less",
+              file=sys.stderr)
+    return 0
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # workers and temporary directories are cleaned up on the way out
 
@@ -162,12 +229,37 @@ def main(argv: list[str] | None = None) -> int:
             cells, _ = cells_mod.matrix(cells_mod.PROFILES[args.profile], args.only)
             print("\n".join(c.id for c in cells))
             return 0
-        return measure(args.profile, args.threads, args.device, args.out, args.only, args.force, not args.no_report)
+        if args.scheduler and args.executor != "dask":
+            print("--scheduler needs --executor dask", file=sys.stderr)
+            return 2
+        out = args.out or Path("results") / cells_mod.PROFILES[args.profile].folder
+        return measure(args.profile, args.threads, args.device, out, args.only, args.force, not args.no_report,
+                       args.executor, args.scheduler)
     if args.command == "report":
         from bench.report import write_report
 
         written = write_report(ResultsDir(args.out))
         print(f"wrote {args.out / 'README.md'} and {len(written['plots'])} plots", file=sys.stderr)
+        return 0
+    if args.command == "micro-report":
+        from bench.micro.report import write_report as write_micro_report
+
+        phases = write_micro_report(ResultsDir(args.out))
+        print(f"wrote {args.out / 'micro' / 'README.md'} ({len(phases)} lines)", file=sys.stderr)
+        return 0
+    if args.command == "predict":
+        return predict(args.layers, args.batch, args.out)
+    if args.command == "merge":
+        from bench.merge import merge
+        from bench.report import write_report
+
+        try:
+            kept = merge(args.sources, args.out)
+        except ValueError as exc:
+            print(f"merge: {exc}", file=sys.stderr)
+            return 2
+        write_report(ResultsDir(args.out))
+        print(f"merged {sum(kept.values())} records from {len(kept)} machine(s) into {args.out}", file=sys.stderr)
         return 0
     if args.command == "compare":
         from bench.compare import compare, markdown

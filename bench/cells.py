@@ -9,6 +9,7 @@ measuring settings and the environment) makes the record's resume key.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from bench import libraries
@@ -27,7 +28,12 @@ class Profile:
     ``speed_warmup`` / ``speed_epochs``: discarded and timed epochs of speed-only workloads.
     ``retries``: how often a disturbed block is timed again (:mod:`bench.disturbance`).
     ``ceiling_workload``: the workload whose step's matrix products give the run's matmul ceiling.
+    ``sweeps``: the scaling sweeps to run, each swept parameter with its values (:func:`bench.workloads.get`'s
+    ``sweep_<kind>``), in every mode of every row.
     ``implementations``: registry names to run (``None``: every implementation and baseline).
+    ``variants``: the kinds of rows to run (:data:`bench.rows.VARIANTS`; ``None``: all).
+    ``folder``: where ``python -m bench run`` writes by default, inside ``results/`` (a profile measuring something
+    else than the main tables keeps its own folder, so that the main report still shows the last main run).
     ``timeout_s``: the longest one task may take before its worker is killed.
     """
 
@@ -43,8 +49,10 @@ class Profile:
     retries: int = 1
     ceiling_workload: str | None = "throughput"
     ceiling_repeats: int = 15
-    sweeps: bool = False
+    sweeps: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     implementations: tuple[str, ...] | None = None
+    variants: tuple[str, ...] | None = None
+    folder: str = ""
     timeout_s: int = 600
 
     def settings(self) -> dict[str, int]:
@@ -61,6 +69,9 @@ WORKLOAD_NAMES = ("circles", "digits", "breast_cancer", "diabetes", "throughput"
 # a third of the first, and most of it is not the timed epochs but each training run's first epoch (JAX-based
 # rows compile again for every new model) and the metrics.  The epoch cap saves little; rounds are what the
 # noise needs: 5 rounds let compare reach p = 0.008 where 3 never reach 0.05.
+# The cost model's width sweep does not fit in that budget: alone, 65 cells (13 spec rows and modes x 5 widths) x
+# 3 rounds took 799 s on the 2-core machine shared with another benchmark (the first round 6.8 min, every width
+# a new model to compile; later rounds ~3.2 min; width 2048 costs ~0.15 s a step), so it has its own profile.
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
@@ -72,7 +83,12 @@ PROFILES: dict[str, Profile] = {
         "full", "every row and mode on every workload, 10 rounds (seeds 0-9), each workload's whole training, "
         "float32 and float64 rows, scaling sweeps of width, batch and depth",
         rounds=tuple(range(10)), workloads=WORKLOAD_NAMES, dtypes=("float32", "float64"),
-        speed_warmup=3, speed_epochs=10, retries=2, sweeps=True, timeout_s=1200),
+        speed_warmup=3, speed_epochs=10, retries=2, sweeps=workloads_mod.SWEEPS, timeout_s=1200),
+    "sweep": Profile(
+        "sweep", "the cost model's width sweep: hidden width 32-2048 (five points, batch 256, MNIST-shaped) for every "
+        "spec row in every mode; 3 rounds (seeds 0-2)",
+        rounds=(0, 1, 2), workloads=(), sweeps={"width": workloads_mod.COST_WIDTHS},
+        variants=(rows_mod.SPEC,), folder="sweep", speed_warmup=1, speed_epochs=3, retries=1, timeout_s=600),
 }
 
 
@@ -138,6 +154,8 @@ def matrix(profile: Profile, only: str | None = None) -> tuple[list[Cell], dict[
     unavailable: dict[str, str] = {}
     runnable = []
     for row in rows_mod.all_rows(profile.implementations):
+        if profile.variants is not None and row.variant not in profile.variants:
+            continue
         reason = row.unavailable()
         if reason is None:
             runnable.append(row)
@@ -151,10 +169,9 @@ def matrix(profile: Profile, only: str | None = None) -> tuple[list[Cell], dict[
         for dtype in (("float32",) if speed_only else profile.dtypes):
             cells += [Cell(row, mode, name, dtype) for row in runnable for mode in row.modes
                       if mode == "default" or fast_here]
-    if profile.sweeps:
-        for kind, values in workloads_mod.SWEEPS.items():
-            cells += [Cell(row, mode, f"sweep_{kind}", "float32", {"value": value})
-                      for row in runnable for mode in row.modes for value in values]
+    for kind, values in profile.sweeps.items():
+        cells += [Cell(row, mode, f"sweep_{kind}", "float32", {"value": value})
+                  for row in runnable for mode in row.modes for value in values]
     if only:
         pattern = re.compile(only)
         cells = [c for c in cells if pattern.search(c.id)]

@@ -10,6 +10,7 @@ registry's extras install), CPU, cores, date, git commit and a hash of the sourc
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -167,18 +168,42 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, object]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+MACHINE_KEYS = ("cpu_model", "cpu_count", "memory_gib")
+"""What makes two records come from the same kind of machine (the hostname does not: a cluster's identical
+nodes are one machine for the report)."""
+
+
+def machine_id(environment: dict) -> str:
+    """A short name of the kind of machine an environment (or a fingerprint) describes: a hash of
+    :data:`MACHINE_KEYS`, so records from before fingerprints existed get the same name."""
+    key = json.dumps([environment.get(k) for k in MACHINE_KEYS])
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def fingerprint(hardware: dict, library_versions: dict) -> dict[str, object]:
+    """The machine that measured: :data:`MACHINE_KEYS`, a hash of the hostname (which node, without naming it),
+    the library versions, and the :func:`machine_id` of the hardware."""
+    import socket
+
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+    return {"id": machine_id(hardware), **hardware, "hostname_sha256": host, "versions": library_versions}
+
+
 def collect(plugins: list[str] = ()) -> dict[str, object]:
-    """The environment of a run: versions, Python, CPU, cores, memory, date (UTC), git commit, sources hash."""
+    """The environment of a run: versions, Python, CPU, cores, memory, date (UTC), git commit, sources hash, and
+    the machine's :func:`fingerprint`."""
     import psutil
 
+    hardware = {"cpu_model": cpu_description(), "cpu_count": os.cpu_count(),
+                "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
+    library_versions = versions()
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu_model": cpu_description(),
-        "cpu_count": os.cpu_count(),
+        **hardware,
         "cores_available": len(available_cores()),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "versions": versions(),
+        "versions": library_versions,
+        "machine": fingerprint(hardware, library_versions),
         "sources_hash": sources_hash(list(plugins)),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "executable": sys.executable,

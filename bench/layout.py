@@ -7,6 +7,9 @@
       raw/r<round>/<id>.json one record per task and round, written atomically the moment it finishes
       .cache/                data sets as loaded once (``.npz``), so workers need not import scikit-learn
       README.md, results.csv, samples.csv, epochs.csv, ceiling.csv, results.json, plots/   the report
+      costmodel.csv, crossovers.csv   the fitted cost model (:mod:`bench.costmodel`), where sizes were swept
+      sweep/                 ``python -m bench run --profile sweep``: the cost model's records
+      micro/                 ``nox -s microbench``: pytest-benchmark JSON per row, phases.csv, README.md
       aa/                    ``python -m bench aa``: runs ``a/`` and ``b/`` of the same code, compare.md/json
 
 A record that cannot be read or lacks what its status promises is *malformed*: it is reported,
@@ -32,6 +35,8 @@ SAMPLES_CSV = "samples.csv"
 EPOCHS_CSV = "epochs.csv"
 CEILING_CSV = "ceiling.csv"
 RESULTS_JSON = "results.json"
+COSTMODEL_CSV = "costmodel.csv"
+CROSSOVERS_CSV = "crossovers.csv"
 COMPARE_MD = "compare.md"
 COMPARE_JSON = "compare.json"
 

@@ -73,6 +73,7 @@ class WorkerProcess:
                                                    if p)}
         setup = {"row": self.row.to_dict(), "threads": self.threads, "device": self.device,
                  "cache": str(self.cache), "answer_fd": write_end, "parent": os.getpid()}
+        spawned = time.perf_counter()  # the start-up: interpreter, NumPy and the framework's import
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(setup)],
                                             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
@@ -84,7 +85,7 @@ class WorkerProcess:
         if not ready.get("ready"):
             self.stop()
             raise WorkerFailed(f"worker did not start: {ready.get('error')}")
-        self.ready = ready
+        self.ready = {**ready, "startup_s": time.perf_counter() - spawned}
         return ready
 
     def ask(self, message: dict, timeout_s: float) -> dict:
@@ -274,10 +275,10 @@ def prepare_data(plan: Plan, results: ResultsDir) -> None:
             workload.load(results.cache)
 
 
-def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, force: bool = False,
-        progress: bool = True) -> None:
-    """Run every round's tasks that are not done, writing one record per task; ``outcome`` counts what
-    happened (also when an interrupt ends the run)."""
+def pending(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, force: bool = False
+            ) -> list[tuple[int, Task, str]]:
+    """``(round, task, key)`` of every task not done yet (all with ``force``), in run order; ``outcome`` counts
+    the skipped ones and names the malformed records found."""
     todo: list[tuple[int, Task, str]] = []
     for round_ in plan.profile.rounds:
         for task in plan.order(round_):
@@ -291,6 +292,14 @@ def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, fo
                 todo.append((round_, task, key))
     for line in outcome.malformed:
         print(f"malformed record, measured again: {line}", file=sys.stderr)
+    return todo
+
+
+def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, force: bool = False,
+        progress: bool = True) -> None:
+    """Run every round's tasks that are not done, writing one record per task; ``outcome`` counts what
+    happened (also when an interrupt ends the run)."""
+    todo = pending(plan, results, environment, outcome, force)
     prepare_data(plan, results)
     bar = None
     if progress:
@@ -311,7 +320,7 @@ def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, fo
                     outcome.counts["retries paused"] += 1
                 record = run_task(plan, task, message, key, workers, environment)
                 results.write_record(record)
-                _count(outcome, record)
+                count(outcome, record)
                 busy.add(record)
                 if bar is not None:
                     if record["status"] != "ok":
@@ -322,7 +331,8 @@ def run(plan: Plan, results: ResultsDir, environment: dict, outcome: Outcome, fo
             bar.close()
 
 
-def _count(outcome: Outcome, record: dict) -> None:
+def count(outcome: Outcome, record: dict) -> None:
+    """Count a finished task's record in ``outcome``."""
     if record["status"] != "ok":
         outcome.counts["error"] += 1
         outcome.errors.append(f"round {record['round']}, {record['task']['id']}: {record['error']}")
@@ -343,7 +353,7 @@ def run_task(plan: Plan, task: Task, message: dict, key: str, workers: Workers, 
         worker = workers.get(task, plan.row_of(task))
         record["worker"] = {k: worker.ready.get(k) for k in ("pid", "import_s", "numpy_import_s", "libraries",
                                                               "threads_applied", "devices", "cpu_affinity",
-                                                              "thread_env", "torchinductor_cache_dir")}
+                                                              "thread_env", "torchinductor_cache_dir", "startup_s")}
         record.update(worker.ask(message, plan.profile.timeout_s))
     except WorkerFailed as exc:
         worker = workers.running.get(task.group)

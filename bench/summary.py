@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -49,13 +51,33 @@ def samples_frame(records: list[dict]) -> pd.DataFrame:
                         best_epoch=r.get("best_epoch"), stopped_epoch=r.get("stopped_epoch"),
                         steps_per_epoch=r.get("steps_per_epoch"), samples_per_epoch=r.get("samples_per_epoch"),
                         peak_rss_mib=memory.get("peak_rss_mib"), rss_rise_mib=memory.get("rss_rise_mib"),
-                        **(r.get("metrics") or {}))
+                        tta_s=time_to_accuracy(r), **(r.get("metrics") or {}))
         lines.append(line)
     frame = pd.DataFrame(lines, columns=None if lines else [*CELL_COLUMNS, "round", "status"])
     for column in ("step_s", "retimed", "disturbed", "other_cpus"):
         if column not in frame:
             frame[column] = np.nan
     return frame
+
+
+def accuracy_target(workload: str) -> float | None:
+    """The workload's accuracy target (``None``: it has none, or is no longer defined)."""
+    found = workloads.WORKLOADS.get(workload)
+    return found.accuracy_target if found is not None else None
+
+
+def time_to_accuracy(record: dict) -> float | None:
+    """Seconds from the worker's process start to the end of the first epoch whose test accuracy reaches the
+    workload's target: the worker's start-up (interpreter, imports) plus the training run's time to that epoch
+    (build, conversion, compilation this run does, updates, evaluations).  ``inf``: not reached; ``None``: not
+    measured (no target, no curve: native rows, older records)."""
+    target = accuracy_target(record["task"]["workload"])
+    curve = record.get("accuracy_curve")
+    startup = (record.get("worker") or {}).get("startup_s")
+    if target is None or not curve or startup is None:
+        return None
+    reached = [seconds for seconds, accuracy in curve if accuracy >= target]
+    return startup + reached[0] if reached else math.inf
 
 
 def epochs_frame(records: list[dict]) -> pd.DataFrame:
@@ -116,7 +138,8 @@ def per_round(samples: pd.DataFrame, ceiling: pd.DataFrame) -> pd.DataFrame:
     used = used.merge(native, on=pair, how="left")
     used["overhead"] = np.where(used["variant"] == rows_mod.SPEC, used["step_s"] / used["native_s"], np.nan)
     used = used.drop(columns="native_s")
-    flops = {(w, p): _flops(w, p) for w, p in used[["workload", "point"]].drop_duplicates().itertuples(index=False)}
+    points = used[["workload", "point"]].drop_duplicates().itertuples(index=False)
+    flops = {(w, p): flops_per_step(w, p) for w, p in points}
     used["gflops"] = [flops[(w, p)] / s / 1e9 if flops[(w, p)] else np.nan
                       for w, p, s in used[["workload", "point", "step_s"]].itertuples(index=False)]
     ok = ceiling[ceiling["status"] == "ok"]
@@ -126,7 +149,7 @@ def per_round(samples: pd.DataFrame, ceiling: pd.DataFrame) -> pd.DataFrame:
     return used
 
 
-def _flops(workload: str, point: object) -> int | None:
+def flops_per_step(workload: str, point: object) -> int | None:
     """FLOPs per step of a speed-only workload (``None`` for the others, or a workload no longer defined)."""
     try:
         found = workloads.get(workload, {"value": point} if point != "" else None)
@@ -157,6 +180,9 @@ def summarize_cells(samples: pd.DataFrame, rounds: pd.DataFrame) -> pd.DataFrame
         for name in ("import_s", "peak_rss_mib", "rss_rise_mib", "epochs_run", "other_cpus"):
             if name in ok and ok[name].notna().any():
                 line[name] = float(ok[name].median())
+        tta = used["tta_s"].dropna().to_numpy() if "tta_s" in used else []
+        if len(tta):  # the median over seeds, inf (not reached) when most did not reach the target
+            line.update(tta_s_median=float(np.median(tta)), tta_reached=int(np.isfinite(tta).sum()), tta_n=len(tta))
         firsts = ok.sort_values("round")["first_step_s"].dropna() if "first_step_s" in ok else []
         line["first_step_s"] = float(firsts.iloc[0]) if len(firsts) else np.nan
         for name in [c for c in ok.columns if c.startswith(("train_", "test_"))]:

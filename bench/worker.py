@@ -21,6 +21,9 @@ What a cell task measures (documented in the report):
 * step times: each epoch's wall time from ``History.epoch_time`` (updates only) divided by its
   number of batches, the first epoch (speed-only: the warm-up epochs) discarded; the round's sample
   is their median.
+* on workloads with an accuracy target, the spec rows' test accuracy after every epoch of the kept run, with
+  the seconds since the run was called (model build, data conversion, any compilation it does, updates and
+  these evaluations): ``accuracy_curve``, from which the report reads the time to accuracy.
 * metrics on the kept run's model; memory: the peak resident set during the task
   (``/proc/self/clear_refs`` resets the high-water mark when the task starts) and its rise over
   the resident set at the start.
@@ -50,7 +53,7 @@ if TYPE_CHECKING:  # annotations only: the worker pins its CPUs before NumPy loa
     from impls.spec import MLPSpec
 
 Outputs = Callable[["np.ndarray"], "np.ndarray"]
-Train = Callable[..., tuple["History", Outputs]]
+Train = Callable[..., tuple["History", Outputs, list[tuple[float, float]]]]
 
 
 # ---- process setup --------------------------------------------------------------------
@@ -140,20 +143,28 @@ def memory_since(rss_start: float | None, reset: bool) -> dict[str, object]:
 
 
 def trainer(cell: Cell, spec: MLPSpec, seed: int, source: object) -> Train:
-    """``train(config, X, y, validation) -> (history, outputs)`` for the cell's row: the :class:`MLP`
-    class through ``fit``, or ``native_fit``; ``outputs(X)`` gives probabilities or values ``(n, k)``."""
+    """``train(config, X, y, validation, test=None) -> (history, outputs, curve)`` for the cell's row: the
+    :class:`MLP` class through ``fit``, or ``native_fit``; ``outputs(X)`` gives probabilities or values
+    ``(n, k)``.  With ``test=(X, y)``, ``curve`` lists ``(seconds since train was called, test accuracy)`` after
+    every epoch (the spec rows' ``on_epoch_end``; ``native_fit`` has no hook, its curve stays empty)."""
     from bench.rows import NATIVE
 
     if cell.row.variant == NATIVE:
-        def train_native(config, X, y, validation):
+        def train_native(config, X, y, validation, test=None):
             run = source(spec, config, X, y, validation=validation, mode=cell.mode)
-            return run.history, run.predict
+            return run.history, run.predict, []
         return train_native
 
-    def train_model(config, X, y, validation):
+    def train_model(config, X, y, validation, test=None):
+        started = time.perf_counter()
         model = source(spec, seed, cell.mode)
-        history = model.fit(X, y, config, validation=validation)
-        return history, model.forward
+        curve: list[tuple[float, float]] = []
+
+        def evaluate(epoch: int, history: History) -> None:
+            curve.append((time.perf_counter() - started, model.accuracy(*test)))
+
+        history = model.fit(X, y, config, validation=validation, on_epoch_end=evaluate if test else None)
+        return history, model.forward, curve
     return train_model
 
 
@@ -233,6 +244,7 @@ class Worker:
         config = workload.config(seed, int(epochs))
         validation = (data.X_val, data.y_val) if config.early_stopping is not None else None
         train = trainer(cell, spec, seed, self.source(cell))
+        test = (data.X_test, data.y_test) if workload.accuracy_target is not None else None
         result: dict = {}
         if cell.id not in self.started:
             batch = workload.batch_size
@@ -248,7 +260,7 @@ class Worker:
         attempts = []
         for _ in range(1 + int(settings["retries"])):
             with Measure() as measure:
-                history, outputs = train(config, data.X_train, data.y_train, validation)
+                history, outputs, curve = train(config, data.X_train, data.y_train, validation, test)
             attempts.append(measure.window.to_dict())
             if not measure.window.disturbed:
                 break
@@ -266,6 +278,8 @@ class Worker:
             best_epoch=history.best_epoch, stopped_epoch=history.stopped_epoch,
             loss_curve=[float(v) for v in history.loss], val_loss_curve=[float(v) for v in history.val_loss],
             attempts=attempts, retimed=len(attempts) - 1, disturbed=attempts[-1]["disturbed"])
+        if curve:
+            result["accuracy_curve"] = curve
         if not workload.speed_only:
             result["metrics"] = metrics(spec, outputs, data)
         return result
