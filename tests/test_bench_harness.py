@@ -455,10 +455,22 @@ def test_a_hanging_task_times_out_and_workers_die_with_the_runner(tmp_path) -> N
                                    "--out", str(out), "--only", "^fake__fake_hang__"], cwd=ROOT, env=_env(tmp_path),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         parent = psutil.Process(runner.pid)
+
+        def bench_workers(parent: psutil.Process = parent) -> list[psutil.Process]:
+            # only the workers: the runner also starts short-lived helpers (git, cpuinfo) that exit by themselves
+            found = []
+            for child in parent.children(recursive=True):
+                try:
+                    if "bench.worker" in child.cmdline():
+                        found.append(child)
+                except psutil.NoSuchProcess:
+                    pass
+            return found
+
         deadline = time.monotonic() + 60
-        while not parent.children() and time.monotonic() < deadline:
+        while not bench_workers() and time.monotonic() < deadline:
             time.sleep(0.1)
-        workers = parent.children(recursive=True)
+        workers = bench_workers()
         assert workers, "no worker started"
         time.sleep(0.5)
         runner.send_signal(how)
