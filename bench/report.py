@@ -8,6 +8,7 @@ file it covers every record.  Malformed records are listed, never used.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,6 +202,51 @@ def _run_lines(run: dict, cells: pd.DataFrame, ceiling_info: dict | None, malfor
     return lines
 
 
+OVERHEAD_TARGETS = {"default": 1.25, "fast": 1.10}
+"""The most a spec row may cost over its native row: in the default mode, and in a fast (compiled) mode."""
+
+
+def _overhead_lines(cells: pd.DataFrame) -> list[str]:
+    """Every spec row's adapter overhead against its target, worst first, with the link to the causes."""
+    if cells.empty or "overhead_median" not in cells or cells["overhead_median"].isna().all():
+        return []
+    spec = cells[cells["overhead_median"].notna()].copy()
+    spec["target"] = [OVERHEAD_TARGETS["default" if mode == "default" else "fast"] for mode in spec["mode"]]
+    spec["within"] = spec["overhead_median"] <= spec["target"]
+    spec = spec.sort_values("overhead_median", ascending=False)
+    table = pd.DataFrame({
+        "workload": spec["workload"], "row": spec["row"], "mode": spec["mode"],
+        "adapter overhead [95% CI]": [_interval(line, "overhead") for _, line in spec.iterrows()],
+        "target": [f"≤ {t:.2f}" for t in spec["target"]],
+        "within": ["yes" if w else "**no**" for w in spec["within"]]})
+    over = table[~spec["within"].to_numpy()]
+    lines = ["## Adapter overhead against its target", "",
+             f"Spec row ÷ native row of the same framework and mode, per round (targets: default mode ≤ "
+             f"{OVERHEAD_TARGETS['default']:.2f}, fast modes ≤ {OVERHEAD_TARGETS['fast']:.2f}). "
+             f"{int(spec['within'].sum())} of {len(spec)} spec cells are within their target by the median. "
+             "What each adapter cost before and "
+             "why: [docs/benchmark.md](../docs/benchmark.md).", ""]
+    if not over.empty:
+        lines += ["Above the target:", "", _markdown(over), ""]
+    lines += ["<details><summary>Every spec cell</summary>", "", _markdown(table), "", "</details>", ""]
+    return lines
+
+
+def _aa_lines(results: ResultsDir) -> list[str]:
+    """The last A/A check's verdict, when ``aa/compare.json`` exists."""
+    path = results.aa / layout.COMPARE_JSON
+    try:
+        verdict = json.loads(path.read_text())["verdict"]
+        share, flagged, cells = float(verdict["within_share"]), int(verdict["flagged"]), int(verdict["cells"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    status = "passed" if verdict.get("passed") else "failed"
+    return ["## A/A check", "",
+            f"Two quick runs of the same code, compared ({layout.AA}/{layout.COMPARE_MD}): **{status}**. × fastest "
+            f"agreed within ±{float(verdict['agreement']):.0%} for {share:.0%} of {cells} cells (target ≥ "
+            f"{float(verdict['within_target']):.0%}); `compare` flagged {flagged} cells (target 0).", ""]
+
+
 def _environment_table(run: dict) -> pd.DataFrame:
     e = run.get("environment") or {}
     if not e:
@@ -279,6 +325,7 @@ def write_report(results: ResultsDir) -> dict[str, list[str]]:
     if results.file(f"{micro.FOLDER}/{layout.README}").exists():
         lines += [f"Where a step's time goes (forward, backward, update, the rest; `nox -s microbench`): "
                   f"[{micro.FOLDER}/{layout.README}]({micro.FOLDER}/{layout.README}).", ""]
+    lines += _overhead_lines(cells) + _aa_lines(results)
     lines += ["## How it is measured", "", METHOD]
     if not cells.empty:
         for (workload, point), group in cells.groupby(["workload", "point"], sort=False):

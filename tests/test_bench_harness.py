@@ -479,3 +479,28 @@ def test_a_hanging_task_times_out_and_workers_die_with_the_runner(tmp_path) -> N
         assert not alive, f"workers outlived the runner ({how.name})"
         if how == signal.SIGTERM:  # a runner that can clean up removes its temporary directory
             assert not list(_tmp(tmp_path).iterdir())
+
+
+def test_the_report_lists_spec_rows_above_their_overhead_target_and_the_aa_verdict(tmp_path) -> None:
+    from bench import report
+
+    cells = pd.DataFrame([
+        {"workload": "digits", "row": "torch", "mode": "default", "overhead_median": 1.30,
+         "overhead_ci_low": 1.2, "overhead_ci_high": 1.4},
+        {"workload": "digits", "row": "jax", "mode": "scan", "overhead_median": 1.05,
+         "overhead_ci_low": 1.0, "overhead_ci_high": 1.1},
+        {"workload": "digits", "row": "torch", "mode": "compile", "overhead_median": 1.15,
+         "overhead_ci_low": 1.1, "overhead_ci_high": 1.2},
+        {"workload": "digits", "row": "torch·native", "mode": "default", "overhead_median": np.nan,
+         "overhead_ci_low": np.nan, "overhead_ci_high": np.nan}])
+    text = "\n".join(report._overhead_lines(cells))
+    above = text.split("Above the target:")[1].split("<details>")[0]
+    assert "1 of 3 spec cells are within" in text
+    assert "1.3 [1.2–1.4]" in above and "1.15 [1.1–1.2]" in above and "jax" not in above
+    results = ResultsDir(tmp_path)
+    assert report._aa_lines(results) == []  # no A/A run yet
+    results.aa.mkdir(parents=True)
+    (results.aa / "compare.json").write_text(json.dumps({"verdict": {
+        "cells": 80, "within_share": 0.95, "within_target": 0.9, "agreement": 0.1, "flagged": 0, "passed": True}}))
+    assert "**passed**" in "\n".join(report._aa_lines(results)) and "95% of 80 cells" in "\n".join(
+        report._aa_lines(results))
