@@ -1,0 +1,1696 @@
+"""Port a user's own MLP, with its training setup, between frameworks.
+
+:func:`import_model` reads a native model (a PyTorch ``nn.Sequential`` with its loss, optimizer and
+scheduler; a Keras ``Sequential`` or functional chain, compiled or not; a Flax NNX ``nnx.Sequential``
+with an Optax transformation; a JAX ``[(W, b), ...]`` pytree; one of this project's ``.npz`` files) into a
+:class:`Port`: the framework-neutral :class:`~impls.spec.MLPSpec` and canonical parameters, the
+:class:`~impls.spec.TrainConfig`, and :class:`Conventions` for what the source trains by and the spec
+does not define (decay of the biases, the momentum form under a changing rate, Keras's Adam epsilon, a
+rate decayed every ``k`` epochs).  ``notes`` say, in words, every convention that was interpreted.
+Anything outside the supported set raises :class:`UnsupportedModel` naming the layer or option: nothing
+is approximated silently.
+
+:meth:`Port.export` builds the target framework's own objects, configured so that training them with that
+framework's usual loop on the same batches reproduces the source; where a stock optimizer cannot, a small
+replacement (:class:`VelocitySGD`, :class:`KerasAdam`, :func:`velocity_sgd`, :func:`keras_adam`) does, and
+a note says so.  :func:`verify` trains the source objects and the exported ones side by side and returns
+a :class:`Certificate` of their largest relative differences.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from impls.spec import SGD, Adam, EarlyStopping, MLPSpec, Params, TrainConfig, batch_order
+
+FRAMEWORKS = ("torch", "keras", "flax", "numpy", "jax")
+"""What :meth:`Port.export` builds and :func:`verify` trains."""
+
+
+class UnsupportedModel(ValueError):
+    """The model or its training setup has a layer or option that cannot be ported exactly; the message names it."""
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """What a source trains by beyond the spec; the defaults are the spec's own.
+
+    ``bias_l1``, ``bias_l2``: penalty factors on the biases (``bias_l1 sum|b| + (bias_l2/2) sum b**2``).
+    ``momentum_form``: ``"velocity"`` is the spec's ``v <- mu v - lr_t g; theta += v``; ``"buffer"`` is
+    ``b <- mu b + g; theta -= lr_t b`` (``torch.optim.SGD``, ``optax.sgd``); they differ only once the rate
+    changes.  ``adam_epsilon``: ``"corrected"`` adds epsilon to ``sqrt(v_hat)`` (the spec, PyTorch, Optax),
+    ``"uncorrected"`` to ``sqrt(v)`` before the bias correction (Keras; see :class:`impls.spec.Adam`).
+    ``decay_every``: the rate is multiplied by ``lr_decay`` every this many epochs (``StepLR``).
+    ``penalty_reported``: whether the reported epoch loss includes the penalty (a penalty applied as the
+    optimizer's weight decay is not in the loss).
+    """
+
+    bias_l1: float = 0.0
+    bias_l2: float = 0.0
+    momentum_form: Literal["velocity", "buffer"] = "velocity"
+    adam_epsilon: Literal["corrected", "uncorrected"] = "corrected"
+    decay_every: int = 1
+    penalty_reported: bool = True
+
+    def beyond_spec(self) -> list[str]:
+        """The conventions that :class:`~impls.spec.MLPSpec`/:class:`~impls.spec.TrainConfig` cannot express."""
+        found = []
+        if self.bias_l1 or self.bias_l2:
+            found.append(f"a penalty on the biases (l1 {self.bias_l1:g}, l2 {self.bias_l2:g})")
+        if self.momentum_form == "buffer":
+            found.append("gradient-buffer momentum under a changing learning rate")
+        if self.adam_epsilon == "uncorrected":
+            found.append("Adam's epsilon added to sqrt(v) before the bias correction")
+        if self.decay_every != 1:
+            found.append(f"a learning rate decayed every {self.decay_every} epochs")
+        return found
+
+
+@dataclass
+class Port:
+    """A model moved out of its framework: ``spec``, canonical ``params`` (``[(W (fan_in, fan_out), b), ...]``),
+    the training ``config`` (``None`` when no optimizer was given), the ``conventions`` beyond the spec, the
+    ``source`` framework and the ``notes`` on what was interpreted."""
+
+    spec: MLPSpec
+    params: Params
+    config: TrainConfig | None
+    source: str
+    notes: list[str] = field(default_factory=list)
+    conventions: Conventions = field(default_factory=Conventions)
+    source_objects: tuple = field(default=(), repr=False)
+    """The source's own objects (model, loss, optimizer, ...), for :func:`verify`; never modified."""
+
+    def export(self, framework: str, *, steps_per_epoch: int | None = None) -> tuple:
+        """The target's own objects, ready for its usual training loop.
+
+        ``torch``: ``(nn.Sequential, loss_fn, optimizer, scheduler)`` (``scheduler`` ``None`` without decay);
+        ``keras``: ``(compiled keras.Sequential, callbacks)``; ``flax``: ``(nnx.Sequential, optax
+        transformation, loss_fn)`` with ``loss_fn(logits, targets)`` the per-element loss to average;
+        ``numpy``/``jax``: ``(MLP, TrainConfig)``.  ``steps_per_epoch`` is needed by ``flax`` when the rate
+        decays (Optax schedules count steps).
+        """
+        exporters = {"torch": _export_torch, "keras": _export_keras, "flax": _export_flax,
+                     "numpy": functools.partial(_export_ours, "numpy"), "jax": functools.partial(_export_ours, "jax")}
+        if framework not in exporters:
+            raise ValueError(f"unknown framework {framework!r}; expected one of {list(exporters)}")
+        if framework == "flax":
+            return _export_flax(self, steps_per_epoch)
+        return exporters[framework](self)
+
+    def export_notes(self, framework: str) -> list[str]:
+        """What an export to ``framework`` replaces or cannot keep, in words."""
+        return _EXPORT_NOTES[framework](self)
+
+
+# ---- import ---------------------------------------------------------------------------
+
+
+def import_model(obj: object, *, loss: object = None, optimizer: object = None, scheduler: object = None,
+                 early_stopping: object = None, callbacks: Sequence[object] = (), epochs: int = 10,
+                 batch_size: int | None = 32, steps_per_epoch: int | None = None) -> Port:
+    """Read a native model and its training setup into a :class:`Port`.
+
+    ``obj``: a ``torch.nn.Module`` (with ``loss``, ``optimizer``, ``scheduler``), a ``keras.Model`` (its
+    compiled loss and optimizer; ``callbacks``: its ``EarlyStopping``/``LearningRateScheduler``), an
+    ``nnx.Sequential`` (``loss``: an Optax loss function; ``optimizer``: an Optax transformation), a
+    ``[(W, b), ...]`` pytree, or the path of one of this project's ``.npz`` files.  ``early_stopping``: an
+    :class:`~impls.spec.EarlyStopping` for sources without their own.  ``steps_per_epoch``: how many
+    steps an epoch has, to read a step-counting schedule (Keras ``ExponentialDecay``, Optax schedules) as
+    a per-epoch one.  ``epochs``/``batch_size`` complete the :class:`~impls.spec.TrainConfig`.
+    """
+    if isinstance(obj, (str, Path)):
+        return _import_npz(Path(obj), epochs, batch_size)
+    if _instance_of(obj, "torch", "nn", "Module"):
+        return _import_torch(obj, loss, optimizer, scheduler, early_stopping, epochs, batch_size)
+    if _instance_of(obj, "keras", "Model"):
+        return _import_keras(obj, callbacks, early_stopping, epochs, batch_size, steps_per_epoch)
+    if _instance_of(obj, "flax", "nnx", "Module"):
+        return _import_flax(obj, loss, optimizer, early_stopping, epochs, batch_size, steps_per_epoch)
+    if isinstance(obj, (list, tuple)):
+        return _import_pytree(obj)
+    raise UnsupportedModel(f"cannot port a {type(obj).__module__}.{type(obj).__name__}: expected a torch "
+                           "nn.Module, a keras Model, an nnx.Sequential, a [(W, b), ...] list or an .npz path")
+
+
+def _instance_of(obj: object, module: str, *path: str) -> bool:
+    """``isinstance(obj, module.path...)`` without importing a framework the caller has not imported."""
+    found: Any = sys.modules.get(module)
+    for name in path:
+        found = getattr(found, name, None)
+    return isinstance(found, type) and isinstance(obj, found)
+
+
+def _import_npz(path: Path, epochs: int, batch_size: int | None) -> Port:
+    from impls.exchange import load
+
+    spec, params = load(path)
+    return Port(spec, params, None, "npz", [f"read {path.name}: spec and parameters; no training setup"])
+
+
+def _import_pytree(obj: Sequence) -> Port:
+    params = []
+    for layer, pair in enumerate(obj):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise UnsupportedModel(f"pytree entry {layer} is not a (W, b) pair")
+        params.append((np.asarray(pair[0]), np.asarray(pair[1])))
+    if not params:
+        raise UnsupportedModel("the pytree holds no layers")
+    sizes = [params[0][0].shape[0] if params[0][0].ndim == 2 else -1]
+    for layer, (W, b) in enumerate(params):
+        if W.ndim != 2 or b.shape != (W.shape[1],) or W.shape[0] != sizes[-1]:
+            raise UnsupportedModel(f"pytree layer {layer}: W{W.shape}, b{b.shape} does not follow W{tuple(sizes[-1:])}"
+                                   "+(fan_out,), b (fan_out,)")
+        sizes.append(W.shape[1])
+    dtype = "float64" if params[0][0].dtype == np.float64 else "float32"
+    spec = MLPSpec(tuple(sizes), loss="mse", dtype=dtype)
+    return Port(spec, spec.check_params(params), None, "jax",
+                ["a bare pytree says nothing of activations or loss: read as relu hidden layers and MSE; "
+                 "replace the spec (dataclasses.replace(port.spec, ...)) to say otherwise"])
+
+
+# ---- PyTorch ----------------------------------------------------------------------------
+
+
+def _import_torch(model: object, loss: object, optimizer: object, scheduler: object, early_stopping: object,
+                  epochs: int, batch_size: int | None) -> Port:
+    import torch
+    from torch import nn, optim
+
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModel(f"{type(model).__name__} is not a torch nn.Module")
+    if type(model).forward is not nn.Sequential.forward:
+        raise UnsupportedModel(f"{type(model).__name__} has its own forward(): only nn.Sequential (children applied "
+                               "in order) can be read without running arbitrary code")
+    notes: list[str] = []
+    activations = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: "identity",
+                   nn.LeakyReLU: "leaky_relu", nn.ELU: "elu"}
+    linears, hidden, rates, extra = [], [], [], {}
+    tail = None
+    children = list(model.children())
+    for position, child in enumerate(children):
+        kind = type(child)
+        if kind is nn.Linear:
+            if child.bias is None:
+                raise UnsupportedModel(f"layer {position} (Linear) has no bias")
+            if linears and len(hidden) < len(linears):
+                raise UnsupportedModel(f"layer {position}: two Linear layers without an activation between them "
+                                       "(put nn.Identity() there to mean none)")
+            linears.append(child)
+            rates.append(0.0)
+        elif kind in activations and linears:
+            if len(hidden) == len(linears):
+                raise UnsupportedModel(f"layer {position} ({kind.__name__}): two activations after one Linear")
+            hidden.append(activations[kind])
+            if kind is nn.LeakyReLU:
+                extra["leaky_slope"] = float(child.negative_slope)
+            if kind is nn.ELU:
+                extra["elu_alpha"] = float(child.alpha)
+            if getattr(child, "inplace", False):
+                notes.append(f"layer {position} ({kind.__name__}) is in-place; the export is not")
+        elif kind is nn.Dropout and linears and len(hidden) == len(linears):
+            rates[-1] = float(child.p)
+        elif kind in (nn.Softmax, nn.LogSoftmax) and position == len(children) - 1 and linears:
+            if child.dim not in (1, -1):
+                raise UnsupportedModel(f"layer {position} ({kind.__name__}) over dim {child.dim}, not the outputs")
+            tail = kind.__name__
+        else:
+            raise UnsupportedModel(f"layer {position} ({kind.__name__}) is not supported: an MLP here is Linear, "
+                                   "an activation (ReLU, LeakyReLU, ELU, Tanh, Sigmoid, Identity) and Dropout")
+    if not linears:
+        raise UnsupportedModel(f"{type(model).__name__} has no Linear layer")
+    if len(hidden) == len(linears):  # the last Linear is followed by an activation: the output's
+        last = hidden.pop()
+        if last == "sigmoid":
+            tail = "Sigmoid"
+        elif last != "identity":
+            raise UnsupportedModel(f"the output layer is followed by {last!r}; only Sigmoid, Softmax or LogSoftmax "
+                                   "there")
+        if rates[-1]:
+            raise UnsupportedModel("Dropout after the output layer")
+    if len(set(hidden)) > 1:
+        raise UnsupportedModel(f"mixed hidden activations {hidden}: the spec has one hidden activation")
+    sizes = [linears[0].in_features]
+    for layer, linear in enumerate(linears):
+        if linear.in_features != sizes[-1]:
+            raise UnsupportedModel(f"Linear {layer} takes {linear.in_features} inputs, the layer before gives "
+                                   f"{sizes[-1]}")
+        sizes.append(linear.out_features)
+    dtypes = {linear.weight.dtype for linear in linears}
+    if dtypes - {torch.float32, torch.float64} or len(dtypes) > 1:
+        raise UnsupportedModel(f"parameter dtypes {sorted(map(str, dtypes))}: one of float32/float64 expected")
+    dtype = "float64" if dtypes == {torch.float64} else "float32"
+    if model.training and any(rates):
+        notes.append("nn.Module starts in training mode: dropout is active until model.eval()")
+    spec_loss = _torch_loss(loss, tail, notes)
+    spec = MLPSpec(tuple(sizes), hidden_activation=hidden[0] if hidden else "relu", loss=spec_loss,
+                   dropout=tuple(rates[:-1]), dtype=dtype, **extra)
+    params = [(linear.weight.detach().cpu().numpy().T.copy(), linear.bias.detach().cpu().numpy().copy())
+              for linear in linears]
+    config, conventions = None, Conventions()
+    if optimizer is not None:
+        spec, config, conventions = _torch_training(spec, linears, optimizer, scheduler, early_stopping,
+                                                    epochs, batch_size, notes)
+    elif scheduler is not None:
+        raise UnsupportedModel("a scheduler without its optimizer")
+    del optim
+    return Port(spec, spec.check_params(params), config, "torch", notes, conventions,
+                (model, loss, optimizer, scheduler))
+
+
+def _torch_loss(loss: object, tail: str | None, notes: list[str]) -> str:
+    from torch import nn
+
+    if loss is None:
+        raise UnsupportedModel("a torch model carries no loss: pass loss=nn.CrossEntropyLoss() (or another)")
+    kind = type(loss)
+    expected_tail = {nn.CrossEntropyLoss: None, nn.BCEWithLogitsLoss: None, nn.MSELoss: None, nn.L1Loss: None,
+                     nn.BCELoss: "Sigmoid", nn.NLLLoss: "LogSoftmax"}
+    names = {nn.CrossEntropyLoss: "categorical_crossentropy", nn.BCEWithLogitsLoss: "binary_crossentropy",
+             nn.BCELoss: "binary_crossentropy", nn.NLLLoss: "categorical_crossentropy", nn.MSELoss: "mse",
+             nn.L1Loss: "mae"}
+    if kind not in names:
+        raise UnsupportedModel(f"loss {kind.__name__} is not supported (CrossEntropyLoss, BCEWithLogitsLoss, "
+                               "BCELoss, NLLLoss, MSELoss, L1Loss)")
+    if getattr(loss, "reduction", "mean") != "mean":
+        raise UnsupportedModel(f"{kind.__name__}(reduction={loss.reduction!r}): only the mean is supported")
+    for option in ("weight", "pos_weight"):
+        if getattr(loss, option, None) is not None:
+            raise UnsupportedModel(f"{kind.__name__}({option}=...) is not supported")
+    if getattr(loss, "label_smoothing", 0.0):
+        raise UnsupportedModel(f"{kind.__name__}(label_smoothing={loss.label_smoothing}) is not supported")
+    if tail != expected_tail[kind]:
+        after = f"after a {tail} layer" if tail else "on raw outputs (no output activation)"
+        why = {"Softmax": " (it applies softmax itself: softmax twice)"}.get(tail or "", "")
+        raise UnsupportedModel(f"{kind.__name__} {after} does not fit{why}; it needs "
+                               f"{expected_tail[kind] or 'raw logits'}")
+    if kind is nn.BCELoss:
+        notes.append("BCELoss on Sigmoid outputs clamps log at -100: ported as the from-logits loss, which "
+                     "differs where |z| > 100 (and rounds differently where sigmoid(z) nears 0 or 1)")
+    if kind is nn.NLLLoss:
+        notes.append("NLLLoss after LogSoftmax is cross-entropy from logits: ported as CrossEntropyLoss")
+    return names[kind]
+
+
+def _torch_training(spec: MLPSpec, linears: list, optimizer: object, scheduler: object, early_stopping: object,
+                    epochs: int, batch_size: int | None,
+                    notes: list[str]) -> tuple[MLPSpec, TrainConfig, Conventions]:
+    from torch import optim
+
+    kind = type(optimizer)
+    if kind not in (optim.SGD, optim.Adam):
+        raise UnsupportedModel(f"optimizer {kind.__name__} is not supported (SGD, Adam; AdamW decouples its decay)")
+    weights = {id(linear.weight) for linear in linears}
+    biases = {id(linear.bias) for linear in linears}
+    seen: dict[int, dict] = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            seen[id(param)] = group
+    if set(seen) != weights | biases:
+        raise UnsupportedModel("the optimizer's parameters are not exactly the model's")
+    common = [key for key in ("lr", "momentum", "dampening", "nesterov", "betas", "eps", "amsgrad", "maximize",
+                              "decoupled_weight_decay") if key in optimizer.param_groups[0]]
+    for key in common:
+        if len({repr(group[key]) for group in optimizer.param_groups}) > 1:
+            raise UnsupportedModel(f"parameter groups with different {key!r}")
+    group = optimizer.param_groups[0]
+    for option, allowed in (("nesterov", False), ("maximize", False), ("amsgrad", False), ("dampening", 0),
+                            ("decoupled_weight_decay", False)):
+        if group.get(option, allowed) != allowed:
+            raise UnsupportedModel(f"{kind.__name__}({option}={group[option]!r}) is not supported")
+    if optimizer.state:
+        notes.append("the optimizer has state from earlier steps (momentum buffers or moments): the port starts "
+                     "from a fresh state")
+
+    def decay_of(ids: set[int], what: str) -> float:
+        values = {float(seen[i]["weight_decay"]) for i in ids}
+        if len(values) > 1:
+            raise UnsupportedModel(f"different weight_decay on the {what} of different layers")
+        return values.pop()
+
+    l2, bias_l2 = decay_of(weights, "weights"), decay_of(biases, "biases")
+    lr = float(group["lr"])
+    decay, every = 1.0, 1
+    if scheduler is not None:
+        decay, every = _torch_schedule(scheduler, optimizer, notes)
+    if kind is optim.SGD:
+        momentum = float(group["momentum"])
+        rule: SGD | Adam = SGD(momentum)
+        changing = decay != 1.0 and epochs > every
+        form = "buffer" if momentum and changing else "velocity"
+        if form == "buffer":
+            notes.append("torch SGD keeps a buffer of raw gradients (b <- mu b + g; p -= lr b), which differs from "
+                         "the spec's velocity once the scheduler changes lr: exported with that buffer form")
+    else:
+        beta1, beta2 = group["betas"]
+        rule, form = Adam(float(beta1), float(beta2), float(group["eps"])), "velocity"
+    if l2 or bias_l2:
+        notes.append(f"torch weight_decay adds wd * p to the gradient: read as L2 {l2:g} on the weights"
+                     + (f" and {bias_l2:g} on the biases (torch decays them too)" if bias_l2 else "")
+                     + "; torch's reported loss leaves the penalty out")
+    spec = replace(spec, l2=l2)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, lr_decay=decay, optimizer=rule,
+                         shuffle=False, early_stopping=_early_stopping(early_stopping))
+    return spec, config, Conventions(bias_l2=bias_l2, momentum_form=form, decay_every=every,
+                                     penalty_reported=not (l2 or bias_l2))
+
+
+def _torch_schedule(scheduler: object, optimizer: object, notes: list[str]) -> tuple[float, int]:
+    from torch.optim import lr_scheduler
+
+    if getattr(scheduler, "optimizer", None) is not optimizer:
+        raise UnsupportedModel("the scheduler belongs to another optimizer")
+    if scheduler.last_epoch != 0:
+        notes.append(f"the scheduler has been stepped {scheduler.last_epoch} times: the port starts at its base rate")
+    if type(scheduler) is lr_scheduler.ExponentialLR:
+        notes.append("ExponentialLR is read as stepped once per epoch (scheduler.step() after each epoch)")
+        return float(scheduler.gamma), 1
+    if type(scheduler) is lr_scheduler.StepLR:
+        notes.append(f"StepLR is read as stepped once per epoch: the rate falls every {scheduler.step_size} epochs")
+        return float(scheduler.gamma), int(scheduler.step_size)
+    raise UnsupportedModel(f"scheduler {type(scheduler).__name__} is not supported (ExponentialLR, StepLR)")
+
+
+def _early_stopping(value: object) -> EarlyStopping | None:
+    if value is not None and not isinstance(value, EarlyStopping):
+        raise UnsupportedModel(f"early_stopping must be impls.spec.EarlyStopping(...), got {type(value).__name__}")
+    return value
+
+
+# ---- Keras ------------------------------------------------------------------------------
+
+
+def _import_keras(model: object, callbacks: Sequence[object], early_stopping: object, epochs: int,
+                  batch_size: int | None, steps_per_epoch: int | None) -> Port:
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise UnsupportedModel(f"{type(model).__name__} is not a keras Model")
+    if not model.built or len(model.inputs if hasattr(model, "inputs") and model.inputs else [0]) != 1:
+        raise UnsupportedModel("the Keras model must be built with one input (give it keras.Input(shape))")
+    notes: list[str] = []
+    names = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "linear": "identity", "elu": "elu",
+             "leaky_relu": "leaky_relu", "softmax": "softmax"}
+    dense, acts, rates, extra = [], [], [], {}
+    regs: list[tuple[float, float, float, float]] = []
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for position, layer in enumerate(layers):
+        if isinstance(layer, keras.layers.Dense):
+            if not layer.use_bias:
+                raise UnsupportedModel(f"Dense layer {layer.name!r} has no bias")
+            for option in ("activity_regularizer", "kernel_constraint", "bias_constraint", "lora_rank"):
+                if getattr(layer, option, None):
+                    raise UnsupportedModel(f"Dense layer {layer.name!r} has {option}")
+            if dense and len(acts) < len(dense):
+                acts.append("identity")
+            dense.append(layer)
+            rates.append(0.0)
+            regs.append((*_keras_regularizer(layer.kernel_regularizer, layer.name, "kernel"),
+                         *_keras_regularizer(layer.bias_regularizer, layer.name, "bias")))
+            name = getattr(layer.activation, "__name__", "")
+            if name not in names:
+                raise UnsupportedModel(f"Dense layer {layer.name!r}: activation {name or layer.activation!r} "
+                                       "is not supported")
+            if name != "linear":
+                acts.append(names[name])
+                extra.update({"leaky_relu": {"leaky_slope": 0.2}, "elu": {"elu_alpha": 1.0}}.get(name, {}))
+        elif isinstance(layer, (keras.layers.Activation, keras.layers.LeakyReLU, keras.layers.ReLU)) and dense:
+            if len(acts) == len(dense):
+                raise UnsupportedModel(f"layer {layer.name!r}: two activations after one Dense")
+            if isinstance(layer, keras.layers.LeakyReLU):
+                acts.append("leaky_relu")
+                extra["leaky_slope"] = float(layer.negative_slope)
+            elif isinstance(layer, keras.layers.ReLU):
+                if layer.max_value is not None or layer.negative_slope or layer.threshold:
+                    raise UnsupportedModel(f"ReLU layer {layer.name!r} with max_value/negative_slope/threshold")
+                acts.append("relu")
+            else:
+                name = getattr(layer.activation, "__name__", "")
+                if name not in names:
+                    raise UnsupportedModel(f"Activation layer {layer.name!r}: {name!r} is not supported")
+                acts.append(names[name])
+        elif isinstance(layer, keras.layers.Dropout) and dense:
+            if layer.noise_shape is not None:
+                raise UnsupportedModel(f"Dropout layer {layer.name!r} with a noise_shape")
+            if len(acts) < len(dense):
+                raise UnsupportedModel(f"Dropout layer {layer.name!r} before the activation of its Dense layer")
+            rates[-1] = float(layer.rate)
+        else:
+            raise UnsupportedModel(f"layer {layer.name!r} ({type(layer).__name__}) at position {position} is not "
+                                   "supported: an MLP here is Dense, Activation, Dropout and Input")
+    if not dense:
+        raise UnsupportedModel("the Keras model has no Dense layer")
+    if len(acts) < len(dense):
+        acts.append("identity")
+    tail = acts.pop()
+    if rates[-1]:
+        raise UnsupportedModel("Dropout after the output layer")
+    if tail not in ("identity", "sigmoid", "softmax"):
+        raise UnsupportedModel(f"output activation {tail!r}: only sigmoid, softmax or linear")
+    if "softmax" in acts:
+        raise UnsupportedModel("softmax as a hidden activation")
+    if len(set(acts)) > 1:
+        raise UnsupportedModel(f"mixed hidden activations {acts}: the spec has one hidden activation")
+    if len(set(regs)) > 1:
+        raise UnsupportedModel("the Dense layers have different regularizers: the spec has one penalty for every "
+                               "layer")
+    kernel_l1, kernel_l2, bias_l1, bias_l2 = regs[0]
+    _check_keras_chain(model, layers)
+    sizes = [int(dense[0].kernel.shape[0])] + [int(layer.units) for layer in dense]
+    dtype = keras.backend.standardize_dtype(dense[0].kernel.dtype)
+    if dtype not in ("float32", "float64"):
+        raise UnsupportedModel(f"parameter dtype {dtype}: float32 or float64 expected")
+    if keras.backend.backend() == "tensorflow" and dtype == "float64" and (kernel_l2 or kernel_l1 or bias_l2
+                                                                          or bias_l1):
+        notes.append("Keras L1/L2 on TensorFlow round their factor through float32 on float64 weights "
+                     "(0.9 -> 2.6e-8 relative, 0.05 -> 1.5e-8): the port uses the exact factor")
+    loss_name, from_probabilities = _keras_loss(model, tail, notes)
+    spec = MLPSpec(tuple(sizes), hidden_activation=acts[0] if acts else "relu", loss=loss_name,
+                   dropout=tuple(rates[:-1]), l1=kernel_l1, l2=2 * kernel_l2, dtype=dtype, **extra)
+    if kernel_l2:
+        notes.append(f"Keras L2({kernel_l2:g}) is l2 * sum W**2: the spec's (l2/2) sum W**2 with "
+                     f"l2 = {2 * kernel_l2:g}")
+    params = [(np.asarray(layer.kernel.numpy()), np.asarray(layer.bias.numpy())) for layer in dense]
+    conventions = Conventions(bias_l1=bias_l1, bias_l2=2 * bias_l2)
+    config = None
+    if getattr(model, "optimizer", None) is not None and getattr(model, "compiled", False):
+        config, conventions = _keras_training(model, conventions, callbacks, early_stopping, epochs, batch_size,
+                                              steps_per_epoch, notes)
+    elif callbacks:
+        raise UnsupportedModel("callbacks given for a model that is not compiled: compile it with its optimizer")
+    else:
+        notes.append("the model is not compiled: no loss or optimizer to port (read the layers only)")
+    return Port(spec, spec.check_params(params), config, "keras", notes, conventions,
+                (model, tuple(callbacks), from_probabilities))
+
+
+def _keras_regularizer(regularizer: object, layer: str, what: str) -> tuple[float, float]:
+    import keras
+
+    if regularizer is None:
+        return 0.0, 0.0
+    if isinstance(regularizer, keras.regularizers.L1L2):
+        return float(regularizer.l1), float(regularizer.l2)
+    if isinstance(regularizer, keras.regularizers.L2):
+        return 0.0, float(regularizer.l2)
+    if isinstance(regularizer, keras.regularizers.L1):
+        return float(regularizer.l1), 0.0
+    raise UnsupportedModel(f"Dense layer {layer!r}: {what} regularizer {type(regularizer).__name__} is not supported "
+                           "(L1, L2, L1L2)")
+
+
+def _check_keras_chain(model: object, layers: list) -> None:
+    """A functional model must apply its layers one after another: checked on a probe input."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return
+    probe = np.random.default_rng(0).normal(size=(3, int(model.inputs[0].shape[-1])))
+    probe = probe.astype(keras.backend.standardize_dtype(model.inputs[0].dtype))
+    chained = probe
+    for layer in layers:
+        chained = layer(chained, training=False)
+    whole = model(probe, training=False)
+    if not isinstance(whole, type(chained)) or np.asarray(whole).shape != np.asarray(chained).shape or not np.allclose(
+            np.asarray(whole), np.asarray(chained), rtol=1e-6, atol=1e-6):
+        raise UnsupportedModel("the functional model does not apply its layers one after another (a branch, a skip "
+                               "connection or several inputs)")
+
+
+def _keras_loss(model: object, tail: str, notes: list[str]) -> tuple[str, bool]:
+    """The spec's loss name of the compiled loss, and whether the loss takes probabilities."""
+    import keras
+
+    if not getattr(model, "compiled", False):
+        rule = {"sigmoid": "binary_crossentropy", "softmax": "categorical_crossentropy"}.get(tail, "mse")
+        notes.append(f"no compiled loss: read as {rule} from the output activation {tail!r}")
+        return rule, tail != "identity"
+    loss = model.loss
+    by_name = {"binary_crossentropy": ("binary_crossentropy", False), "categorical_crossentropy":
+               ("categorical_crossentropy", False), "sparse_categorical_crossentropy": ("categorical_crossentropy",
+                                                                                         False),
+               "mse": ("mse", False), "mean_squared_error": ("mse", False), "mae": ("mae", False),
+               "mean_absolute_error": ("mae", False)}
+    classes = {keras.losses.BinaryCrossentropy: "binary_crossentropy",
+               keras.losses.CategoricalCrossentropy: "categorical_crossentropy",
+               keras.losses.SparseCategoricalCrossentropy: "categorical_crossentropy",
+               keras.losses.MeanSquaredError: "mse", keras.losses.MeanAbsoluteError: "mae"}
+    if isinstance(loss, str):
+        if loss not in by_name:
+            raise UnsupportedModel(f"compiled loss {loss!r} is not supported")
+        name, from_logits = by_name[loss]
+    elif type(loss) in classes:
+        name, from_logits = classes[type(loss)], bool(getattr(loss, "from_logits", False))
+        if getattr(loss, "label_smoothing", 0.0):
+            raise UnsupportedModel(f"{type(loss).__name__}(label_smoothing={loss.label_smoothing}) is not supported")
+        if getattr(loss, "reduction", "sum_over_batch_size") != "sum_over_batch_size":
+            raise UnsupportedModel(f"{type(loss).__name__}(reduction={loss.reduction!r}) is not supported")
+    else:
+        raise UnsupportedModel(f"compiled loss {loss!r} is not supported (BinaryCrossentropy, CategoricalCrossentropy, "
+                               "SparseCategoricalCrossentropy, MeanSquaredError, MeanAbsoluteError)")
+    loss_dtype = getattr(loss, "dtype", None)
+    model_dtype = keras.backend.standardize_dtype(model.layers[-1].dtype)
+    if loss_dtype is not None and keras.backend.standardize_dtype(loss_dtype) != model_dtype:
+        notes.append(f"the compiled loss computes in {loss_dtype} (a Keras loss takes floatx() unless given dtype=), "
+                     f"the model in {model_dtype}: the source's losses and gradients are rounded to {loss_dtype}; the "
+                     "port computes in the model's dtype")
+    wanted = {"binary_crossentropy": "sigmoid", "categorical_crossentropy": "softmax"}.get(name, "identity")
+    if name in ("mse", "mae") and tail != "identity":
+        raise UnsupportedModel(f"{name} on a {tail} output: regression needs a linear output")
+    if name not in ("mse", "mae"):
+        if from_logits and tail != "identity":
+            raise UnsupportedModel(f"from_logits=True after a {tail} output: the activation would be applied twice")
+        if not from_logits and tail != wanted:
+            raise UnsupportedModel(f"a probability loss ({name}, from_logits=False) on a {tail} output: "
+                                   f"it needs a {wanted} output")
+        if not from_logits:
+            notes.append(f"Keras computes the probability loss from the logits behind its {wanted} layer (the "
+                         "logits path: 30.0 at z=30, y=0), not from clipped probabilities: ported as from logits")
+    return name, not from_logits and name not in ("mse", "mae")
+
+
+def _keras_training(model: object, conventions: Conventions, callbacks: Sequence[object], early_stopping: object,
+                    epochs: int, batch_size: int | None, steps_per_epoch: int | None,
+                    notes: list[str]) -> tuple[TrainConfig, Conventions]:
+    import keras
+
+    opt = model.optimizer
+    for option in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "gradient_accumulation_steps"):
+        if getattr(opt, option, None):
+            raise UnsupportedModel(f"optimizer {type(opt).__name__}({option}={getattr(opt, option)!r}) is not "
+                                   "supported")
+    if getattr(opt, "use_ema", False):
+        raise UnsupportedModel(f"optimizer {type(opt).__name__}(use_ema=True) is not supported")
+    if type(opt) is keras.optimizers.SGD:
+        if opt.nesterov:
+            raise UnsupportedModel("SGD(nesterov=True) is not supported")
+        rule: SGD | Adam = SGD(float(opt.momentum))
+    elif type(opt) is keras.optimizers.Adam:
+        rounded = [name for name in ("beta_1", "beta_2", "epsilon") if type(getattr(opt, name)) is float]
+        if keras.backend.backend() == "tensorflow" and rounded and model.layers[-1].dtype == "float64":
+            notes.append(f"Keras on TensorFlow casts the Python floats {rounded} through float32 on float64 "
+                         "variables (0.9 -> 2.6e-8 relative); the port uses the exact values, so whole runs differ "
+                         "at ~1e-7 (give them as numpy.float64 to keep them exact)")
+        if opt.amsgrad:
+            raise UnsupportedModel("Adam(amsgrad=True) is not supported")
+        rule = Adam(float(opt.beta_1), float(opt.beta_2), float(opt.epsilon))
+        conventions = replace(conventions, adam_epsilon="uncorrected")
+        notes.append(f"Keras Adam adds epsilon={opt.epsilon:g} to sqrt(v) before the bias correction; the spec adds "
+                     "it to sqrt(v_hat): kept as Keras's form (exports use a small Adam of that form where needed)")
+    else:
+        raise UnsupportedModel(f"optimizer {type(opt).__name__} is not supported (SGD, Adam)")
+    schedule = opt._learning_rate  # private (checked: Keras 3.15.1): the schedule object, not its current value
+    decay, every = 1.0, 1
+    if isinstance(schedule, keras.optimizers.schedules.ExponentialDecay):
+        if not schedule.staircase or steps_per_epoch is None or schedule.decay_steps % steps_per_epoch:
+            raise UnsupportedModel("ExponentialDecay counts steps: only staircase=True with decay_steps a multiple of "
+                                   "the epoch's steps (give steps_per_epoch=) is a per-epoch decay")
+        lr, decay, every = float(schedule.initial_learning_rate), float(schedule.decay_rate), int(
+            schedule.decay_steps // steps_per_epoch)
+        notes.append(f"ExponentialDecay(staircase=True, decay_steps={schedule.decay_steps}) is a decay every "
+                     f"{every} epoch(s) of {steps_per_epoch} steps")
+    elif isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        raise UnsupportedModel(f"learning-rate schedule {type(schedule).__name__} is not supported (ExponentialDecay)")
+    else:
+        lr = float(opt.learning_rate.numpy())
+    stopping = _early_stopping(early_stopping)
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.EarlyStopping):
+            stopping = _keras_early_stopping(callback, notes)
+        elif isinstance(callback, keras.callbacks.LearningRateScheduler):
+            if decay != 1.0:
+                raise UnsupportedModel("both an ExponentialDecay and a LearningRateScheduler")
+            lr, decay, every = _probe_epoch_schedule(callback.schedule, lr, max(epochs, 8))
+            notes.append("LearningRateScheduler calls its schedule with a 0-based epoch before each epoch: read as "
+                         f"{lr:g} * {decay:g}**(epoch // {every})")
+        else:
+            raise UnsupportedModel(f"callback {type(callback).__name__} is not supported (EarlyStopping, "
+                                   "LearningRateScheduler)")
+    conventions = replace(conventions, decay_every=every)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, lr_decay=decay, optimizer=rule,
+                         shuffle=False, early_stopping=stopping)
+    notes.append("Keras SGD's momentum is the spec's velocity (v <- mu v - lr g); model.fit shuffles unless "
+                 "shuffle=False")
+    return config, conventions
+
+
+def _keras_early_stopping(callback: object, notes: list[str]) -> EarlyStopping:
+    if callback.monitor != "val_loss" or callback.baseline is not None or callback.start_from_epoch:
+        raise UnsupportedModel("EarlyStopping must monitor 'val_loss' without baseline or start_from_epoch")
+    notes.append("Keras EarlyStopping restores the best weights only when it stops early; the spec restores them "
+                 "at the end of training either way")
+    return EarlyStopping(patience=int(callback.patience), min_delta=abs(float(callback.min_delta)),
+                         restore_best=bool(callback.restore_best_weights))
+
+
+def _probe_epoch_schedule(schedule: Callable[[int, float], float], lr: float, count: int) -> tuple[float, float, int]:
+    """``(lr_0, decay, every)`` of a per-epoch schedule called as Keras does (``schedule(epoch, current_rate)``,
+    epoch from 0), read from its first ``count`` values; anything not geometric is refused."""
+    rates, rate = [], lr
+    for epoch in range(count):
+        rate = float(schedule(epoch, rate))
+        rates.append(rate)
+    if rates[0] <= 0:
+        raise UnsupportedModel(f"the schedule's first rate is {rates[0]}")
+    changes = [e for e in range(1, len(rates)) if not math.isclose(rates[e], rates[e - 1], rel_tol=1e-12)]
+    if not changes:
+        return rates[0], 1.0, 1
+    every = changes[0]
+    decay = rates[every] / rates[0]
+    expected = [rates[0] * decay ** (e // every) for e in range(len(rates))]
+    if not (0 < decay < 1) or not all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(rates, expected)):
+        raise UnsupportedModel(f"the learning-rate schedule {rates} is not lr * decay**(epoch // k)")
+    return rates[0], decay, every
+
+
+# ---- Flax NNX + Optax -------------------------------------------------------------------
+
+
+def _import_flax(model: object, loss: object, optimizer: object, early_stopping: object, epochs: int,
+                 batch_size: int | None, steps_per_epoch: int | None) -> Port:
+    import jax
+    import optax
+    from flax import nnx
+
+    if type(model) is not nnx.Sequential:
+        raise UnsupportedModel(f"{type(model).__name__}: only nnx.Sequential (layers applied in order) can be read "
+                               "without running its own __call__")
+    notes: list[str] = []
+    functions = {jax.nn.relu: "relu", jax.nn.tanh: "tanh", jax.numpy.tanh: "tanh", jax.nn.sigmoid: "sigmoid",
+                 jax.nn.elu: "elu", jax.nn.leaky_relu: "leaky_relu"}
+    linears, acts, rates, extra = [], [], [], {}
+    for position, layer in enumerate(model.layers):
+        function, keywords = layer, {}
+        if isinstance(layer, functools.partial):
+            function, keywords = layer.func, dict(layer.keywords)
+        if isinstance(layer, nnx.Linear):
+            if layer.bias is None:
+                raise UnsupportedModel(f"layer {position} (nnx.Linear) has no bias")
+            if linears and len(acts) < len(linears):
+                acts.append("identity")
+            linears.append(layer)
+            rates.append(0.0)
+        elif isinstance(layer, nnx.Dropout) and linears and len(acts) == len(linears):
+            if layer.broadcast_dims:
+                raise UnsupportedModel(f"layer {position} (nnx.Dropout) with broadcast_dims")
+            rates[-1] = float(layer.rate)
+        elif callable(function) and function in functions and linears and len(acts) < len(linears):
+            name = functions[function]
+            allowed = {"leaky_relu": "negative_slope", "elu": "alpha"}.get(name)
+            if set(keywords) - {allowed} or (layer is not function and not keywords):
+                raise UnsupportedModel(f"layer {position}: {name} with arguments {keywords}")
+            if name == "leaky_relu":
+                extra["leaky_slope"] = float(keywords.get("negative_slope", 0.01))
+            if name == "elu":
+                extra["elu_alpha"] = float(keywords.get("alpha", 1.0))
+            acts.append(name)
+        else:
+            raise UnsupportedModel(f"layer {position} ({getattr(layer, '__name__', type(layer).__name__)}) is not "
+                                   "supported: an MLP here is nnx.Linear, an activation function and nnx.Dropout, "
+                                   "ending in logits")
+    if not linears:
+        raise UnsupportedModel("the nnx.Sequential has no nnx.Linear")
+    if len(acts) == len(linears):
+        raise UnsupportedModel(f"the output layer is followed by {acts[-1]!r}: Optax's losses take logits")
+    if len(set(acts)) > 1:
+        raise UnsupportedModel(f"mixed hidden activations {acts}: the spec has one hidden activation")
+    sizes = [linears[0].in_features]
+    for layer, linear in enumerate(linears):
+        if linear.in_features != sizes[-1]:
+            raise UnsupportedModel(f"nnx.Linear {layer} takes {linear.in_features} inputs, the layer before gives "
+                                   f"{sizes[-1]}")
+        sizes.append(linear.out_features)
+    dtype = str(np.asarray(linears[0].kernel.get_value()).dtype)
+    losses = {optax.sigmoid_binary_cross_entropy: "binary_crossentropy",
+              optax.softmax_cross_entropy: "categorical_crossentropy",
+              optax.softmax_cross_entropy_with_integer_labels: "categorical_crossentropy",
+              optax.squared_error: "mse"}
+    if loss not in losses:
+        raise UnsupportedModel(f"loss {getattr(loss, '__name__', loss)!r} is not supported (optax's "
+                               "sigmoid_binary_cross_entropy, softmax_cross_entropy[_with_integer_labels], "
+                               "squared_error; optax.l2_loss is half the squared error)")
+    notes.append("the Optax loss is per element: the training loop is expected to take its mean")
+    spec = MLPSpec(tuple(sizes), hidden_activation=acts[0] if acts else "relu", loss=losses[loss],
+                   dropout=tuple(rates[:-1]), dtype=dtype, **extra)
+    params = [(np.asarray(linear.kernel.get_value()), np.asarray(linear.bias.get_value())) for linear in linears]
+    config, conventions = None, Conventions()
+    if optimizer is not None:
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise UnsupportedModel(f"optimizer {type(optimizer).__name__} is not an Optax GradientTransformation")
+        found = _probe_optax(optimizer, nnx.state(model, nnx.Param), epochs, steps_per_epoch)
+        spec = replace(spec, l2=found.l2)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=found.learning_rate,
+                             lr_decay=found.decay, optimizer=found.rule, shuffle=False,
+                             early_stopping=_early_stopping(early_stopping))
+        conventions = Conventions(bias_l2=found.bias_l2, momentum_form=found.momentum_form,
+                                  decay_every=found.every, penalty_reported=not (found.l2 or found.bias_l2))
+        notes += found.notes
+    return Port(spec, spec.check_params(params), config, "flax", notes, conventions, (model, loss, optimizer))
+
+
+@dataclass
+class OptaxReading:
+    """What :func:`_probe_optax` read from a transformation."""
+
+    rule: SGD | Adam
+    learning_rate: float
+    decay: float
+    every: int
+    l2: float
+    bias_l2: float
+    momentum_form: Literal["velocity", "buffer"]
+    notes: list[str]
+
+
+PROBE_TOLERANCE = 1e-9
+"""Largest relative difference between an Optax transformation's updates and the candidate read from it (float64
+probes; a candidate that is right agrees to ~1e-15, a wrong form or a missed option by far more)."""
+
+
+def _probe_optax(tx: Any, params: Any, epochs: int, steps_per_epoch: int | None) -> OptaxReading:
+    """Identify an Optax transformation by its updates on synthetic gradients, in float64.
+
+    Forms recognised: ``sgd``/``chain(scale_by_learning_rate, trace)`` with momentum (buffer or velocity form),
+    ``adam`` (``eps_root=0``), each optionally after ``add_decayed_weights`` (masked or not), with a constant rate
+    or one decayed per epoch (``exponential_decay(staircase=True)`` over whole epochs).  Every candidate is
+    then replayed against the transformation on random gradients and parameters; a mismatch is refused.
+    """
+    import jax
+    import optax
+
+    with jax.enable_x64(True):
+        leaves, treedef = jax.tree.flatten(params)
+        shapes = [np.shape(leaf) for leaf in leaves]
+        if any(len(shape) not in (1, 2) for shape in shapes):
+            raise UnsupportedModel("the model's parameters are not kernels and biases")
+        kernel = [len(shape) == 2 for shape in shapes]
+        horizon = (steps_per_epoch or 1) * max(epochs, 3) + 1
+        rng = np.random.default_rng(0)
+
+        def tree(arrays: list[np.ndarray]) -> Any:
+            return jax.tree.unflatten(treedef, [jax.numpy.asarray(a, jax.numpy.float64) for a in arrays])
+
+        def run(grads: list[list[np.ndarray]], weights: list[list[np.ndarray]] | None = None) -> list[list[np.ndarray]]:
+            zeros = [np.zeros(shape) for shape in shapes]
+            state = tx.init(tree(zeros))
+            out = []
+            for step, grad in enumerate(grads):
+                at = zeros if weights is None else weights[step]
+                updates, state = tx.update(tree(grad), state, tree(at))
+                out.append([np.asarray(u, np.float64) for u in jax.tree.leaves(updates)])
+            return out
+
+        def ratio(update: list[np.ndarray], grad: list[np.ndarray]) -> float:
+            """The scalar ``c`` with ``update = c * grad`` for every element, or refuse."""
+            flat_u, flat_g = np.concatenate([u.ravel() for u in update]), np.concatenate([g.ravel() for g in grad])
+            c = float(flat_u @ flat_g / (flat_g @ flat_g))
+            if np.max(np.abs(flat_u - c * flat_g)) > PROBE_TOLERANCE * max(np.max(np.abs(flat_u)), 1e-300):
+                raise UnsupportedModel("the Optax transformation does not scale every gradient alike (a per-element "
+                                       "rule other than SGD/Adam, or clipping)")
+            return c
+
+        G = [rng.normal(size=shape) for shape in shapes]
+        Z = [np.zeros(shape) for shape in shapes]
+        adam_state = functools.partial(lambda kind, s: isinstance(s, kind), optax.ScaleByAdamState)
+        is_adam = any(adam_state(s) for s in jax.tree.leaves(tx.init(tree(Z)), is_leaf=adam_state))
+        notes = [f"the Optax transformation was identified from its updates over {horizon} steps"]
+        if is_adam:
+            big = [1e6 * g for g in G]
+            rates = [-ratio(u, [np.sign(g) for g in big]) for u in run([big] * horizon)]
+            flip = run([[-g for g in big], big])[1]
+            same = run([big, big])[1]
+            beta1 = float((1 - ratio(flip, same)) / (1 + ratio(flip, same)))
+            late = -ratio(run([Z, big])[1], [np.sign(g) for g in big]) / rates[1]
+            beta2 = float(((1 + beta1) * late) ** 2 - 1)
+            scales = np.logspace(-2, -14, 25)
+            small = [np.full(shape, 1.0) for shape in shapes]
+            eps_estimates = []
+            for s in scales:
+                u = np.concatenate([x.ravel() for x in run([[s * g for g in small]])[0]])
+                frac = np.abs(u) / rates[0]
+                if frac.min() > 0.05 and frac.max() < 0.95:
+                    eps_estimates.append(float(np.median(s * (1 / frac - 1))))
+            if not eps_estimates:
+                raise UnsupportedModel("Adam's epsilon could not be read from the Optax transformation")
+            rule: SGD | Adam = Adam(beta1, beta2, float(np.median(eps_estimates)))
+            decays = _probe_adam_decay(run, shapes, rates[0], rule.epsilon)
+            form: Literal["velocity", "buffer"] = "velocity"
+        else:
+            every_step = [-ratio(u, G) for u in run([G] * horizon)]
+            first_only = [-ratio(u, G) if any(np.any(x) for x in u) else 0.0 for u in run([G] + [Z] * (horizon - 1))]
+            rule, rates, form = _sgd_candidate(every_step, first_only)
+            P = [rng.normal(size=shape) for shape in shapes]
+            decays = [float(np.median(-u / (rates[0] * p))) for u, p in zip(run([Z], [P])[0], P)]
+        l2s = {round(d, 15) for d, k in zip(decays, kernel) if k}
+        bias_l2s = {round(d, 15) for d, k in zip(decays, kernel) if not k}
+        if len(l2s) > 1 or len(bias_l2s) > 1 or min(decays) < 0:
+            raise UnsupportedModel(f"the Optax weight decay differs between layers or is negative: {decays}")
+        l2, bias_l2 = l2s.pop(), bias_l2s.pop() if bias_l2s else 0.0
+        learning_rate, decay, every = _epoch_rates(rates, steps_per_epoch)
+        candidate = OptaxReading(rule, learning_rate, decay, every, l2, bias_l2, form, notes)
+        grads = [[rng.normal(size=shape) for shape in shapes] for _ in range(horizon)]
+        weights = [[rng.normal(size=shape) for shape in shapes] for _ in range(horizon)]
+        expected = _simulate(candidate, rates, kernel, grads, weights)
+        actual = run(grads, weights)
+        worst = max(float(np.max(np.abs(a - e)) / max(np.max(np.abs(e)), 1e-300))
+                    for step_a, step_e in zip(actual, expected) for a, e in zip(step_a, step_e))
+        if worst > 1e-8:
+            raise UnsupportedModel(f"the Optax transformation is not an sgd/adam form this module reads (the closest "
+                                   f"candidate {candidate.rule} differs by {worst:.2g}): e.g. nesterov, eps_root, "
+                                   "decoupled (AdamW) decay or clipping")
+        if l2 or bias_l2:
+            notes.append(f"optax.add_decayed_weights before the optimizer is L2 in the gradient: {l2:g} on the "
+                         f"kernels, {bias_l2:g} on the biases; it is not in the loss the loop reports")
+        if form == "buffer":
+            notes.append("optax.sgd keeps a trace of raw gradients (b <- mu b + g; p -= lr b), which differs from the "
+                         "spec's velocity once the rate changes: kept as that buffer form")
+        return candidate
+
+
+def _sgd_candidate(every_step: list[float], first_only: list[float]) -> tuple[SGD, list[float], str]:
+    """Momentum and per-step rates of an SGD transformation from its scale on ``G`` at every step and on ``G`` at
+    the first step only; buffer form when the rate changes and the two forms disagree."""
+    mu_velocity = first_only[1] / first_only[0]
+    velocity_rates = [every_step[0]] + [b - mu_velocity * a for a, b in itertools.pairwise(every_step)]
+    lr2 = every_step[1] - first_only[1]
+    mu_buffer = first_only[1] / lr2 if lr2 else 0.0
+    sums = [sum(mu_buffer ** k for k in range(t + 1)) for t in range(len(every_step))]
+    buffer_rates = [b / s for b, s in zip(every_step, sums)]
+    buffer_fits = all(math.isclose(a, r * mu_buffer ** t, rel_tol=1e-9, abs_tol=1e-300)
+                      for t, (a, r) in enumerate(zip(first_only, buffer_rates)))
+    velocity_fits = all(math.isclose(a, velocity_rates[0] * mu_velocity ** t, rel_tol=1e-9, abs_tol=1e-300)
+                        for t, a in enumerate(first_only))
+    if velocity_fits:
+        return SGD(min(max(mu_velocity, 0.0), 1 - 1e-16)), velocity_rates, "velocity"
+    if buffer_fits:
+        return SGD(mu_buffer), buffer_rates, "buffer"
+    raise UnsupportedModel("the Optax transformation is neither SGD with momentum form")
+
+
+def _probe_adam_decay(run: Callable, shapes: list[tuple], lr: float, epsilon: float) -> list[float]:
+    """Per-leaf decay factor of an Adam transformation from one step on zero gradients: the decayed term ``wd p``
+    enters Adam as its gradient, ``u = -lr g / (|g| + eps)``, readable where ``|g|`` is near ``eps``."""
+    zeros = [np.zeros(shape) for shape in shapes]
+    found: list[float | None] = [None] * len(shapes)
+    for scale in np.logspace(6, -16, 45):
+        P = [np.full(shape, scale) for shape in shapes]
+        for leaf, u in enumerate(run([zeros], [P])[0]):
+            frac = float(np.max(np.abs(u))) / lr
+            if not u.any():
+                found[leaf] = 0.0 if found[leaf] is None else found[leaf]
+            elif 0.05 < frac < 0.95:
+                found[leaf] = epsilon * frac / (1 - frac) / scale
+    return [0.0 if value is None else value for value in found]
+
+
+def _epoch_rates(rates: list[float], steps_per_epoch: int | None) -> tuple[float, float, int]:
+    """``(lr, decay, every)`` from per-step rates constant within epochs and geometric over ``every`` epochs."""
+    if all(math.isclose(r, rates[0], rel_tol=1e-12) for r in rates):
+        return rates[0], 1.0, 1
+    if steps_per_epoch is None:
+        raise UnsupportedModel("the Optax learning rate changes between steps: give steps_per_epoch= to read it as a "
+                               "per-epoch decay")
+    per_epoch = rates[::steps_per_epoch]
+    if any(not math.isclose(r, per_epoch[t // steps_per_epoch], rel_tol=1e-12) for t, r in enumerate(rates)):
+        raise UnsupportedModel("the Optax learning rate changes within an epoch: only a staircase decay over whole "
+                               "epochs maps to the spec")
+    return _probe_epoch_schedule(lambda epoch, rate: per_epoch[epoch], per_epoch[0], len(per_epoch))
+
+
+def _simulate(reading: OptaxReading, rates: list[float], kernel: list[bool], grads: list[list[np.ndarray]],
+              weights: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+    """The updates the candidate ``reading`` makes, step by step, for :func:`_probe_optax`'s replay."""
+    rule = reading.rule
+    state_a = [np.zeros_like(g) for g in grads[0]]
+    state_b = [np.zeros_like(g) for g in grads[0]]
+    out = []
+    for t, (grad, at) in enumerate(zip(grads, weights)):
+        lr, step = rates[t], []
+        for leaf, (g, p) in enumerate(zip(grad, at)):
+            g = g + (reading.l2 if kernel[leaf] else reading.bias_l2) * p
+            if isinstance(rule, Adam):
+                state_a[leaf] = rule.beta1 * state_a[leaf] + (1 - rule.beta1) * g
+                state_b[leaf] = rule.beta2 * state_b[leaf] + (1 - rule.beta2) * g * g
+                m_hat = state_a[leaf] / (1 - rule.beta1 ** (t + 1))
+                v_hat = state_b[leaf] / (1 - rule.beta2 ** (t + 1))
+                step.append(-lr * m_hat / (np.sqrt(v_hat) + rule.epsilon))
+            elif reading.momentum_form == "buffer":
+                state_a[leaf] = rule.momentum * state_a[leaf] + g
+                step.append(-lr * state_a[leaf])
+            else:
+                state_a[leaf] = rule.momentum * state_a[leaf] - lr * g
+                step.append(state_a[leaf].copy())
+        out.append(step)
+    return out
+
+
+# ---- export -----------------------------------------------------------------------------
+
+
+def _changing_rate(port: Port) -> bool:
+    return port.config is not None and port.config.lr_decay != 1.0 and port.config.epochs > port.conventions.decay_every
+
+
+def _torch_notes(port: Port) -> list[str]:
+    notes = []
+    if port.config is not None and isinstance(port.config.optimizer, SGD) and port.config.optimizer.momentum \
+            and _changing_rate(port) and port.conventions.momentum_form == "velocity":
+        notes.append("torch SGD's buffer momentum differs from the velocity form once the rate changes: exported "
+                     "as VelocitySGD, a small torch.optim.Optimizer with v <- mu v - lr g")
+    if port.config is not None and port.conventions.adam_epsilon == "uncorrected":
+        notes.append("torch Adam adds epsilon to sqrt(v_hat): exported as KerasAdam, a small torch.optim.Optimizer "
+                     "with epsilon on sqrt(v)")
+    if port.spec.l1 or port.conventions.bias_l1:
+        notes.append("L1 has no torch optimizer option: the exported loss_fn adds l1 * sum|W| (PenalizedLoss)")
+    if port.spec.l2 or port.conventions.bias_l2:
+        notes.append("L2 is exported as weight_decay in two parameter groups (weights, biases); the reported loss "
+                     "leaves it out")
+    return notes
+
+
+def _keras_notes(port: Port) -> list[str]:
+    notes = ["exported with sigmoid/softmax outputs and a probability loss, which Keras computes from the logits "
+             "behind that layer"] if port.spec.loss_rule.output_activation != "identity" else []
+    if port.config is not None and isinstance(port.config.optimizer, SGD) and port.config.optimizer.momentum \
+            and _changing_rate(port) and port.conventions.momentum_form == "buffer":
+        notes.append("Keras SGD keeps the velocity form: exported as BufferSGD, a small keras optimizer with "
+                     "b <- mu b + g, p -= lr b")
+    if port.config is not None and isinstance(port.config.optimizer, Adam) \
+            and port.conventions.adam_epsilon == "corrected":
+        notes.append("Keras Adam adds epsilon to sqrt(v): exported as impls.keras_mlp.SpecAdam (epsilon on "
+                     "sqrt(v_hat))")
+    if port.config is not None and port.config.lr_decay != 1.0:
+        notes.append("the decay is a LearningRateScheduler callback (0-based epoch): pass callbacks to fit")
+    if port.spec.dtype == "float64":
+        notes.append("on TensorFlow, Keras L1/L2 round their factor through float32 (~1e-8 relative)")
+    return notes
+
+
+def _flax_notes(port: Port) -> list[str]:
+    notes = []
+    if port.config is not None and isinstance(port.config.optimizer, SGD) and port.config.optimizer.momentum \
+            and _changing_rate(port) and port.conventions.momentum_form == "velocity":
+        notes.append("optax.sgd traces raw gradients: exported as chain(scale_by_learning_rate, trace), the velocity "
+                     "form")
+    if port.config is not None and port.conventions.adam_epsilon == "uncorrected":
+        notes.append("optax.adam adds epsilon to sqrt(v_hat): exported as keras_adam, a small Optax transformation "
+                     "with epsilon on sqrt(v)")
+    if port.spec.l1 or port.conventions.bias_l1:
+        notes.append("L1 is exported as add_l1_gradient, a small Optax transformation adding l1 * sign(p)")
+    if port.spec.l2 or port.conventions.bias_l2:
+        notes.append("L2 is optax.add_decayed_weights (masked to kernels/biases): not in the reported loss")
+    if port.config is not None and port.config.lr_decay != 1.0:
+        notes.append("the decay is epoch_decay, a staircase schedule in float64 (optax.exponential_decay rounds the "
+                     "rate through float32: 3e-9 relative in the parameters after two epochs)")
+    if port.spec.dtype == "float64":
+        notes.append("float64 needs JAX's x64 mode: build and train inside jax.enable_x64(True)")
+    return notes
+
+
+def _our_notes(port: Port) -> list[str]:
+    beyond = port.conventions.beyond_spec() if port.config is not None else []
+    return [f"cannot carry: {what}" for what in beyond]
+
+
+_EXPORT_NOTES = {"torch": _torch_notes, "keras": _keras_notes, "flax": _flax_notes, "numpy": _our_notes,
+                 "jax": _our_notes}
+
+
+def _export_ours(framework: str, port: Port) -> tuple:
+    from impls.registry import create
+
+    if port.config is not None and port.conventions.beyond_spec():
+        raise UnsupportedModel(f"the {framework} implementation trains by the spec's conventions only; this port "
+                               f"needs {', '.join(port.conventions.beyond_spec())}")
+    model = create(framework, port.spec)
+    model.set_params(port.params)
+    return model, port.config
+
+
+@functools.cache
+def _torch_optimizers() -> tuple[type, type, type]:
+    """``VelocitySGD``, ``KerasAdam`` and ``PenalizedLoss``, defined once torch is imported."""
+    import torch
+
+    class VelocitySGD(torch.optim.Optimizer):
+        """SGD with the velocity form of momentum: ``v <- mu v - lr (g + wd p)``; ``p <- p + v``."""
+
+        def __init__(self, params: Any, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+            super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+        @torch.no_grad()
+        def step(self, closure: Callable | None = None) -> None:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad + group["weight_decay"] * p if group["weight_decay"] else p.grad
+                    velocity = self.state[p].setdefault("velocity", torch.zeros_like(p))
+                    velocity.mul_(group["momentum"]).sub_(group["lr"] * grad)
+                    p.add_(velocity)
+
+    class KerasAdam(torch.optim.Optimizer):
+        """Adam with epsilon added to ``sqrt(v)`` before the bias correction, as ``keras.optimizers.Adam``."""
+
+        def __init__(self, params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7,
+                     weight_decay: float = 0.0) -> None:
+            super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+        @torch.no_grad()
+        def step(self, closure: Callable | None = None) -> None:
+            for group in self.param_groups:
+                beta1, beta2 = group["betas"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad + group["weight_decay"] * p if group["weight_decay"] else p.grad
+                    state = self.state[p]
+                    if not state:
+                        state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                    state["step"] += 1
+                    t = state["step"]
+                    state["m"].mul_(beta1).add_((1 - beta1) * grad)
+                    state["v"].mul_(beta2).add_((1 - beta2) * grad * grad)
+                    alpha = group["lr"] * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+                    p.sub_(alpha * state["m"] / (state["v"].sqrt() + group["eps"]))
+
+    class PenalizedLoss(torch.nn.Module):
+        """``base(outputs, targets) + l1 sum|W| + bias_l1 sum|b|`` over the model's ``nn.Linear`` layers."""
+
+        def __init__(self, base: torch.nn.Module, model: torch.nn.Module, l1: float, bias_l1: float) -> None:
+            super().__init__()
+            self.base, self.linears, self.l1, self.bias_l1 = base, [m for m in model if isinstance(
+                m, torch.nn.Linear)], l1, bias_l1
+
+        def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            penalty = sum(self.l1 * m.weight.abs().sum() + self.bias_l1 * m.bias.abs().sum() for m in self.linears)
+            return self.base(outputs, targets) + penalty
+
+    return VelocitySGD, KerasAdam, PenalizedLoss
+
+
+def _export_torch(port: Port) -> tuple:
+    import torch
+    from torch import nn, optim
+
+    spec, conv, config = port.spec, port.conventions, port.config
+    dtype = {"float32": torch.float32, "float64": torch.float64}[spec.dtype]
+    hidden = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity,
+              "leaky_relu": lambda: nn.LeakyReLU(spec.leaky_slope), "elu": lambda: nn.ELU(spec.elu_alpha)}
+    layers: list[nn.Module] = []
+    for layer, (W, b) in enumerate(port.params):
+        linear = nn.Linear(*W.shape, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.as_tensor(W.T))
+            linear.bias.copy_(torch.as_tensor(b))
+        layers.append(linear)
+        if layer < spec.n_layers - 1:
+            layers.append(hidden[spec.hidden_activation]())
+            if spec.dropout_rates[layer]:
+                layers.append(nn.Dropout(spec.dropout_rates[layer]))
+    model = nn.Sequential(*layers)
+    loss_fn: nn.Module = {"binary_crossentropy": nn.BCEWithLogitsLoss, "categorical_crossentropy": nn.CrossEntropyLoss,
+                          "mse": nn.MSELoss, "mae": nn.L1Loss}[spec.loss]()
+    VelocitySGD, KerasAdam, PenalizedLoss = _torch_optimizers()
+    if spec.l1 or conv.bias_l1:
+        loss_fn = PenalizedLoss(loss_fn, model, spec.l1, conv.bias_l1)
+    if config is None:
+        return model, loss_fn, None, None
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    groups = [{"params": [m.weight for m in linears], "weight_decay": spec.l2},
+              {"params": [m.bias for m in linears], "weight_decay": conv.bias_l2}]
+    rule = config.optimizer
+    if isinstance(rule, Adam):
+        kind = KerasAdam if conv.adam_epsilon == "uncorrected" else optim.Adam
+        optimizer = kind(groups, lr=config.learning_rate, betas=(rule.beta1, rule.beta2), eps=rule.epsilon)
+    elif rule.momentum and _changing_rate(port) and conv.momentum_form == "velocity":
+        optimizer = VelocitySGD(groups, lr=config.learning_rate, momentum=rule.momentum)
+    else:
+        optimizer = optim.SGD(groups, lr=config.learning_rate, momentum=rule.momentum)
+    scheduler = None
+    if config.lr_decay != 1.0:
+        scheduler = (optim.lr_scheduler.ExponentialLR(optimizer, config.lr_decay) if conv.decay_every == 1 else
+                     optim.lr_scheduler.StepLR(optimizer, conv.decay_every, config.lr_decay))
+    return model, loss_fn, optimizer, scheduler
+
+
+@functools.cache
+def _keras_buffer_sgd() -> type:
+    import keras
+    from keras import ops
+
+    class BufferSGD(keras.optimizers.Optimizer):
+        """SGD with a buffer of raw gradients, ``b <- mu b + g; p <- p - lr b`` (``torch.optim.SGD``, ``optax.sgd``)."""
+
+        def __init__(self, learning_rate: float, momentum: float, **kwargs: Any) -> None:
+            super().__init__(learning_rate=learning_rate, name="buffer_sgd", **kwargs)
+            self.momentum = momentum
+
+        def build(self, variables: list) -> None:
+            if self.built:
+                return
+            super().build(variables)
+            self.buffers = self.add_optimizer_variables(variables, "buffer")
+
+        def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+            dtype = keras.backend.standardize_dtype(variable.dtype)
+            buffer = self.buffers[self._get_variable_index(variable)]  # private, as Keras's own (checked: 3.15.1)
+            momentum = ops.convert_to_tensor(self.momentum, dtype=dtype)
+            self.assign(buffer, momentum * buffer + ops.cast(gradient, dtype))
+            self.assign_sub(variable, ops.cast(learning_rate, dtype) * buffer)
+
+    return BufferSGD
+
+
+def _export_keras(port: Port) -> tuple:
+    import keras
+
+    from impls.keras_backend import enable_float64, floatx, optimizer_float
+
+    spec, conv, config = port.spec, port.conventions, port.config
+    dtype = spec.dtype
+    if dtype == "float64":
+        enable_float64()
+    regularizer = keras.regularizers.L1L2(spec.l1, spec.l2 / 2) if spec.l1 or spec.l2 else None
+    bias_regularizer = keras.regularizers.L1L2(conv.bias_l1, conv.bias_l2 / 2) if conv.bias_l1 or conv.bias_l2 else None
+    names = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "identity": "linear", "elu": "elu",
+             "leaky_relu": "linear"}
+    tail = {"sigmoid": "sigmoid", "softmax": "softmax", "identity": "linear"}[spec.loss_rule.output_activation]
+    with floatx(dtype):
+        layers: list = [keras.Input((spec.n_inputs,), dtype=dtype)]
+        for layer, width in enumerate(spec.layer_sizes[1:]):
+            hidden = layer < spec.n_layers - 1
+            layers.append(keras.layers.Dense(width, activation=names[spec.hidden_activation] if hidden else tail,
+                                             kernel_regularizer=regularizer, bias_regularizer=bias_regularizer,
+                                             dtype=dtype))
+            if hidden and spec.hidden_activation == "leaky_relu":
+                layers.append(keras.layers.LeakyReLU(spec.leaky_slope, dtype=dtype))
+            if hidden and spec.hidden_activation == "elu" and spec.elu_alpha != 1.0:
+                raise UnsupportedModel(f"Keras's elu activation has alpha 1, not {spec.elu_alpha}")
+            if hidden and spec.dropout_rates[layer]:
+                layers.append(keras.layers.Dropout(spec.dropout_rates[layer], dtype=dtype))
+        model = keras.Sequential(layers)
+        model.set_weights([a for pair in port.params for a in pair])
+        if config is None:
+            return model, []
+        loss = {"binary_crossentropy": keras.losses.BinaryCrossentropy(),
+                "categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy(),
+                "mse": keras.losses.MeanSquaredError(), "mae": keras.losses.MeanAbsoluteError()}[spec.loss]
+        rule, lr = config.optimizer, optimizer_float(config.learning_rate)
+        if isinstance(rule, Adam):
+            if conv.adam_epsilon == "uncorrected":
+                optimizer = keras.optimizers.Adam(lr, optimizer_float(rule.beta1), optimizer_float(rule.beta2),
+                                                  optimizer_float(rule.epsilon))
+            else:
+                from impls.keras_mlp import SpecAdam
+
+                optimizer = SpecAdam(rule)
+                optimizer.learning_rate = lr
+        elif rule.momentum and _changing_rate(port) and conv.momentum_form == "buffer":
+            optimizer = _keras_buffer_sgd()(lr, optimizer_float(rule.momentum))
+        else:
+            optimizer = keras.optimizers.SGD(lr, momentum=optimizer_float(rule.momentum))
+        model.compile(optimizer=optimizer, loss=loss)
+    callbacks: list = []
+    if config.lr_decay != 1.0:
+        rate, decay, every = config.learning_rate, config.lr_decay, conv.decay_every
+        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rate * decay ** (epoch // every)))
+    if config.early_stopping is not None:
+        stop = config.early_stopping
+        callbacks.append(keras.callbacks.EarlyStopping("val_loss", min_delta=stop.min_delta, patience=stop.patience,
+                                                       restore_best_weights=stop.restore_best))
+    return model, callbacks
+
+
+def velocity_sgd(learning_rate: Any, momentum: float) -> Any:
+    """The spec's velocity form as Optax: ``chain(scale_by_learning_rate, trace)``; see
+    :func:`impls.flax_mlp.spec_sgd`, which this is."""
+    from impls.flax_mlp import spec_sgd
+
+    return spec_sgd(learning_rate, momentum)
+
+
+def keras_adam(learning_rate: Any, b1: float, b2: float, eps: float) -> Any:
+    """Adam with epsilon on ``sqrt(v)`` before the bias correction (``keras.optimizers.Adam``), as Optax."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def init(params: Any) -> optax.ScaleByAdamState:
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates: Any, state: optax.ScaleByAdamState, params: Any = None) -> tuple:
+        count = state.count + 1
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        t = count.astype(jax.tree.leaves(updates)[0].dtype)
+        correction = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        steps = jax.tree.map(lambda m, v: correction * m / (jnp.sqrt(v) + eps), mu, nu)
+        return steps, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.chain(optax.GradientTransformation(init, update), optax.scale_by_learning_rate(learning_rate))
+
+
+def add_l1_gradient(kernel_l1: float, bias_l1: float) -> Any:
+    """An Optax transformation adding ``l1 * sign(p)`` to each gradient (kernels: 2-D, biases: 1-D)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple:
+        def add(g: Any, p: Any) -> Any:
+            return g + (kernel_l1 if p.ndim == 2 else bias_l1) * jnp.sign(p)
+
+        return jax.tree.map(add, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def epoch_decay(learning_rate: float, decay: float, steps: int) -> Callable[[Any], Any]:
+    """``learning_rate * decay**(count // steps)``: ``optax.exponential_decay(..., staircase=True)`` computed in the
+    default float dtype (float64 under x64), where Optax's own rounds the rate through float32 (~1e-8)."""
+    return lambda count: learning_rate * decay ** (count // steps)
+
+
+def _export_flax(port: Port, steps_per_epoch: int | None) -> tuple:
+    import jax
+    import optax
+    from flax import nnx
+
+    spec, conv, config = port.spec, port.conventions, port.config
+    dtype = spec.np_dtype
+    hidden = {"relu": nnx.relu, "tanh": nnx.tanh, "sigmoid": nnx.sigmoid, "identity": None,
+              "leaky_relu": functools.partial(nnx.leaky_relu, negative_slope=spec.leaky_slope),
+              "elu": functools.partial(nnx.elu, alpha=spec.elu_alpha)}[spec.hidden_activation]
+    loss = {"binary_crossentropy": optax.sigmoid_binary_cross_entropy,
+            "categorical_crossentropy": optax.softmax_cross_entropy_with_integer_labels,
+            "mse": optax.squared_error, "mae": lambda z, y: abs(z - y)}[spec.loss]
+    if spec.loss == "mae":
+        raise UnsupportedModel("Optax has no mean absolute error, and jnp.abs'(0) = 1 where the spec has 0")
+    with jax.enable_x64(spec.dtype == "float64"):
+        rngs = nnx.Rngs(0)
+        layers: list = []
+        for layer, (W, b) in enumerate(port.params):
+            linear = nnx.Linear(*W.shape, dtype=dtype, param_dtype=dtype, rngs=rngs)
+            linear.kernel.set_value(jax.numpy.asarray(W))
+            linear.bias.set_value(jax.numpy.asarray(b))
+            layers.append(linear)
+            if layer < spec.n_layers - 1:
+                layers += [hidden] if hidden is not None else []
+                if spec.dropout_rates[layer]:
+                    layers.append(nnx.Dropout(spec.dropout_rates[layer], rngs=rngs))
+        model = nnx.Sequential(*layers)
+    if config is None:
+        return model, None, loss
+    schedule: Any = config.learning_rate
+    if config.lr_decay != 1.0:
+        if steps_per_epoch is None:
+            raise ValueError("export('flax') of a decaying rate needs steps_per_epoch= (Optax schedules count steps)")
+        schedule = epoch_decay(config.learning_rate, config.lr_decay, steps_per_epoch * conv.decay_every)
+
+    def kernels(params: Any) -> Any:
+        return jax.tree.map(lambda p: p.ndim == 2, params)
+
+    def biases(params: Any) -> Any:
+        return jax.tree.map(lambda p: p.ndim == 1, params)
+
+    chain = []
+    if spec.l1 or conv.bias_l1:
+        chain.append(add_l1_gradient(spec.l1, conv.bias_l1))
+    if spec.l2:
+        chain.append(optax.add_decayed_weights(spec.l2, mask=kernels))
+    if conv.bias_l2:
+        chain.append(optax.add_decayed_weights(conv.bias_l2, mask=biases))
+    rule = config.optimizer
+    if isinstance(rule, Adam):
+        chain.append(keras_adam(schedule, rule.beta1, rule.beta2, rule.epsilon) if conv.adam_epsilon == "uncorrected"
+                     else optax.adam(schedule, rule.beta1, rule.beta2, rule.epsilon))
+    elif rule.momentum and _changing_rate(port) and conv.momentum_form == "velocity":
+        chain.append(velocity_sgd(schedule, rule.momentum))
+    else:
+        chain.append(optax.sgd(schedule, rule.momentum or None))
+    return model, optax.chain(*chain) if len(chain) > 1 else chain[0], loss
+
+
+# ---- the certificate ----------------------------------------------------------------------
+
+
+LIMITS = {"start": 1e-10, "run": 1e-8}
+"""Float64 limits of a certificate: one computation (outputs, gradients) and a whole run (parameters, losses);
+``tests/tolerances.py`` holds the same values as ``COMPUTATION['float64']`` and ``TRAJECTORY``."""
+
+
+@dataclass
+class Certificate:
+    """Largest relative differences (``max|a - b| / max|b|``) between the source trained by its framework's loop
+    and the export trained by the target's, on the same batches.  ``rows``: ``(quantity, difference, limit,
+    remark)``; ``limit`` is ``None`` where no exactness is claimed (float32, dropout, a loss one side reports
+    without its penalty), and the difference is then only measured."""
+
+    source: str
+    target: str
+    rows: list[tuple[str, float | None, float | None, str]]
+
+    @property
+    def passed(self) -> bool:
+        """Every row with a limit is within it."""
+        return all(limit is None or (diff is not None and diff <= limit) for _, diff, limit, _ in self.rows)
+
+    def to_markdown(self) -> str:
+        lines = [f"| {self.source} -> {self.target} | max rel. difference | limit | |", "|---|---|---|---|"]
+        for quantity, diff, limit, remark in self.rows:
+            shown = "n/a" if diff is None else f"{diff:.2e}"
+            lines.append(f"| {quantity} | {shown} | {'-' if limit is None else f'{limit:.0e}'} | {remark} |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def _rel(a: Any, b: Any) -> float:
+    a = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in a]) if isinstance(a, list) else np.asarray(a)
+    b = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in b]) if isinstance(b, list) else np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-300))
+
+
+def _flat(params: Params) -> list[np.ndarray]:
+    return [a for pair in params for a in pair]
+
+
+class _Trainer:
+    """One side of :func:`verify`: predictions, data-loss gradients and a training run of a framework's objects."""
+
+    reports_penalty = True
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Params:
+        raise NotImplementedError
+
+    def train(self, X: np.ndarray, y: np.ndarray, batches: list[list[np.ndarray]]) -> tuple[list[float], list[Params]]:
+        raise NotImplementedError
+
+
+def _spec_output(spec: MLPSpec, z: np.ndarray) -> np.ndarray:
+    from impls.numpy_mlp import output
+
+    return output(spec, np.asarray(z, np.float64))
+
+
+class _TorchTrainer(_Trainer):
+    def __init__(self, spec: MLPSpec, model: Any, loss_fn: Any, optimizer: Any, scheduler: Any) -> None:
+        from torch import nn
+
+        self.spec, self.model, self.loss_fn, self.optimizer, self.scheduler = spec, model, loss_fn, optimizer, scheduler
+        self.linears = [m for m in model if isinstance(m, nn.Linear)]
+        base = getattr(loss_fn, "base", loss_fn)
+        self.indices = isinstance(base, (nn.CrossEntropyLoss, nn.NLLLoss))
+        self.reports_penalty = not any(g["weight_decay"] for g in optimizer.param_groups) if optimizer else True
+        self.tail = type(list(model.children())[-1]).__name__
+
+    def _targets(self, y: np.ndarray) -> Any:
+        import torch
+
+        if self.indices:
+            return torch.as_tensor(np.asarray(y), dtype=torch.long)
+        return torch.as_tensor(np.asarray(y, self.spec.dtype).reshape(len(y), -1))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(torch.as_tensor(X)).numpy()
+        self.model.train()
+        if self.tail == "LogSoftmax":
+            return np.exp(out)
+        return out if self.tail in ("Sigmoid", "Softmax") else _spec_output(self.spec, out)
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Params:
+        import torch
+
+        self.model.eval()
+        base = getattr(self.loss_fn, "base", self.loss_fn)
+        loss = base(self.model(torch.as_tensor(X)), self._targets(y))
+        tensors = [t for m in self.linears for t in (m.weight, m.bias)]
+        grads = torch.autograd.grad(loss, tensors)
+        self.model.train()
+        return [(grads[2 * i].numpy().T, grads[2 * i + 1].numpy()) for i in range(len(self.linears))]
+
+    def params(self) -> Params:
+        return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in self.linears]
+
+    def train(self, X: np.ndarray, y: np.ndarray, batches: list[list[np.ndarray]]) -> tuple[list[float], list[Params]]:
+        import torch
+
+        X_t, Y_t = torch.as_tensor(X), self._targets(y)
+        losses, snapshots = [], []
+        self.model.train()
+        for epoch_batches in batches:
+            total = 0.0
+            for idx in epoch_batches:
+                self.optimizer.zero_grad()
+                loss = self.loss_fn(self.model(X_t[idx]), Y_t[idx])
+                loss.backward()
+                self.optimizer.step()
+                total += loss.item() * len(idx)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            losses.append(total / len(X))
+            snapshots.append(self.params())
+        return losses, snapshots
+
+
+class _KerasTrainer(_Trainer):
+    def __init__(self, spec: MLPSpec, model: Any, callbacks: Sequence[Any], batch_size: int) -> None:
+        import keras
+
+        self.spec, self.model, self.callbacks, self.batch_size = spec, model, list(callbacks), batch_size
+        self.dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+        self.loss = keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
+        self.tail = getattr(self.dense[-1].activation, "__name__", "linear")
+        self.reports_penalty = True
+        loss_name = getattr(self.loss, "name", "") or ""
+        self.one_hot = "sparse" not in loss_name and "categorical" in loss_name
+        # private (checked: Keras 3.15.1): the Mean that fit reports the loss through, made in floatx() at compile
+        tracker = getattr(model, "_loss_tracker", None)
+        self.loss_dtype = str(getattr(tracker, "dtype", spec.dtype))
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        if self.spec.task == "multiclass":
+            return np.eye(self.spec.n_outputs, dtype=self.spec.dtype)[y] if self.one_hot else np.asarray(y)
+        return np.asarray(y, self.spec.dtype).reshape(len(y), -1)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.model(X, training=False))
+        return out if self.tail in ("sigmoid", "softmax") else _spec_output(self.spec, out)
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Params:
+        from impls.keras_backend import value_and_gradients
+
+        Y = self._targets(y)
+        variables = [v for layer in self.dense for v in (layer.kernel, layer.bias)]
+        _, grads = value_and_gradients(lambda: self.loss(Y, self.model(X, training=False)), variables)
+        grads = [np.asarray(g) for g in grads]
+        return [(grads[2 * i], grads[2 * i + 1]) for i in range(len(self.dense))]
+
+    def params(self) -> Params:
+        return [(np.asarray(layer.kernel.numpy()), np.asarray(layer.bias.numpy())) for layer in self.dense]
+
+    def train(self, X: np.ndarray, y: np.ndarray, batches: list[list[np.ndarray]]) -> tuple[list[float], list[Params]]:
+        import keras
+
+        snapshots: list[Params] = []
+        capture = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: snapshots.append(self.params()))
+        history = self.model.fit(X, self._targets(y), batch_size=self.batch_size, epochs=len(batches), shuffle=False,
+                                 verbose=0, callbacks=[*self.callbacks, capture])
+        return [float(v) for v in history.history["loss"]], snapshots
+
+
+class _FlaxTrainer(_Trainer):
+    def __init__(self, spec: MLPSpec, model: Any, tx: Any, loss: Any) -> None:
+        import optax
+        from flax import nnx
+
+        self.spec, self.model, self.tx, self.loss = spec, model, tx, loss
+        self.linears = [layer for layer in model.layers if isinstance(layer, nnx.Linear)]
+        self.indices = loss is optax.softmax_cross_entropy_with_integer_labels
+        self.reports_penalty = False  # decay inside the transformation is never in the loss
+
+    def _precision(self) -> Any:
+        import jax
+
+        return jax.enable_x64(self.spec.dtype == "float64")
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        if self.spec.task == "multiclass":
+            return np.asarray(y, np.int32) if self.indices else np.eye(self.spec.n_outputs, dtype=self.spec.dtype)[y]
+        return np.asarray(y, self.spec.dtype).reshape(len(y), -1)
+
+    def _mean_loss(self, model: Any, X: Any, Y: Any) -> Any:
+        return self.loss(model(X), Y).mean()
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        with self._precision():
+            self.model.eval()
+            out = np.asarray(self.model(X))
+            self.model.train()
+        return _spec_output(self.spec, out)
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Params:
+        from flax import nnx
+
+        with self._precision():
+            self.model.eval()
+            grads = nnx.grad(self._mean_loss)(self.model, X, self._targets(y))
+            self.model.train()
+            holder = nnx.clone(self.model)
+            nnx.update(holder, grads)
+            linears = [layer for layer in holder.layers if isinstance(layer, nnx.Linear)]
+            return [(np.asarray(m.kernel.get_value()), np.asarray(m.bias.get_value())) for m in linears]
+
+    def params(self) -> Params:
+        return [(np.asarray(m.kernel.get_value()), np.asarray(m.bias.get_value())) for m in self.linears]
+
+    def train(self, X: np.ndarray, y: np.ndarray, batches: list[list[np.ndarray]]) -> tuple[list[float], list[Params]]:
+        from flax import nnx
+
+        losses, snapshots = [], []
+        with self._precision():
+            optimizer = nnx.Optimizer(self.model, self.tx, wrt=nnx.Param)
+            Y = self._targets(y)
+            self.model.train()
+            for epoch_batches in batches:
+                total = 0.0
+                for idx in epoch_batches:
+                    loss, grads = nnx.value_and_grad(self._mean_loss)(self.model, X[idx], Y[idx])
+                    optimizer.update(self.model, grads)
+                    total += float(loss) * len(idx)
+                losses.append(total / len(X))
+                snapshots.append(self.params())
+        return losses, snapshots
+
+
+class _OurTrainer(_Trainer):
+    def __init__(self, model: Any, config: TrainConfig) -> None:
+        self.model, self.config, self.spec = model, config, model.spec
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.forward(X)
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Params:
+        spec = self.spec
+        params = self.model.get_params()
+        return [(gW - spec.l1 * np.sign(W) - spec.l2 * W, gb)
+                for (gW, gb), (W, _) in zip(self.model.gradients(X, y), params)]
+
+    def train(self, X: np.ndarray, y: np.ndarray, batches: list[list[np.ndarray]]) -> tuple[list[float], list[Params]]:
+        losses, snapshots = [], []
+        for epoch, epoch_batches in enumerate(batches, start=1):
+            rate = self.config.learning_rate_at(epoch)
+            total = sum(self.model.train_step(X[idx], y[idx], rate, optimizer=self.config.optimizer) * len(idx)
+                        for idx in epoch_batches)
+            losses.append(total / len(X))
+            snapshots.append(self.model.get_params())
+        return losses, snapshots
+
+
+def _trainer(framework: str, port: Port, objects: tuple, batch_size: int) -> _Trainer:
+    if framework == "torch":
+        return _TorchTrainer(port.spec, *objects)
+    if framework == "keras":
+        return _KerasTrainer(port.spec, objects[0], objects[1], batch_size)
+    if framework == "flax":
+        return _FlaxTrainer(port.spec, *objects)
+    return _OurTrainer(*objects)
+
+
+def _source_copies(port: Port) -> tuple:
+    """Fresh copies of the source's objects, so that :func:`verify` never trains the user's own."""
+    if port.source == "torch":
+        model, loss, optimizer, scheduler = port.source_objects
+        clone = copy.deepcopy(model)
+        twin = dict(zip(map(id, model.parameters()), clone.parameters()))
+        groups = [{**{k: v for k, v in group.items() if k != "params"},
+                   "params": [twin[id(p)] for p in group["params"]]} for group in optimizer.param_groups]
+        fresh = type(optimizer)(groups, **optimizer.defaults)
+        if scheduler is not None:  # built anew: a deep copy would keep its hook on the original optimizer's step
+            options = {"gamma": scheduler.gamma, **({"step_size": scheduler.step_size} if hasattr(
+                scheduler, "step_size") else {})}
+            scheduler = type(scheduler)(fresh, **options)
+        return clone, copy.deepcopy(loss), fresh, scheduler
+    if port.source == "keras":
+        import keras
+
+        model, callbacks, _ = port.source_objects
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        optimizer = type(model.optimizer).from_config(model.optimizer.get_config())
+        clone.compile(optimizer=optimizer, loss=model.loss)
+        return clone, copy.copy(list(callbacks))
+    if port.source == "flax":
+        from flax import nnx
+
+        model, loss, tx = port.source_objects
+        return nnx.clone(model), tx, loss
+    raise UnsupportedModel(f"a {port.source} source has no training objects to verify against")
+
+
+def verify(port: Port, target: str, X: np.ndarray, y: np.ndarray, epochs: int = 2,
+           batch_size: int | None = None) -> Certificate:
+    """Train the source's objects with the source framework's loop and ``port.export(target)`` with the target's,
+    on the same unshuffled batches, and compare: outputs and data-loss gradients at the start, parameters and
+    reported losses after each epoch.  The source objects are copied first, never trained themselves."""
+    if port.config is None:
+        raise UnsupportedModel("the port has no training setup (no optimizer was given)")
+    spec = port.spec
+    X = spec.check_X(X)
+    y = np.asarray(y)
+    size = batch_size or port.config.batch_size or len(X)
+    batches = [batch_order(len(X), size, 0, epoch, shuffle=False) for epoch in range(1, epochs + 1)]
+    steps = len(batches[0])
+    source = _trainer(port.source, port, _source_copies(port), size)
+    exported = port.export(target, steps_per_epoch=steps) if target == "flax" else port.export(target)
+    other = _trainer(target, port, exported, size)
+    exact = spec.dtype == "float64"
+    start = LIMITS["start"] if exact else None
+    run = LIMITS["run"] if exact and not spec.uses_dropout else None
+    why = "" if exact else "float32: measured"
+    if exact and spec.uses_dropout:
+        why = "dropout: each framework draws its own masks"
+    rows: list[tuple[str, float | None, float | None, str]] = [
+        ("outputs at start", _rel(other.predict(X), source.predict(X)), start, "" if exact else why),
+        ("data-loss gradients at start", _rel(_flat(other.gradients(X, y)), _flat(source.gradients(X, y))), start,
+         "" if exact else why),
+    ]
+    source_losses, source_params = source.train(X, y, batches)
+    other_losses, other_params = other.train(X, y, batches)
+    for epoch in range(epochs):
+        rows.append((f"parameters after epoch {epoch + 1}", _rel(_flat(other_params[epoch]),
+                                                                 _flat(source_params[epoch])), run, why))
+    penalized = spec.l1 or spec.l2 or port.conventions.bias_l1 or port.conventions.bias_l2
+    comparable = not penalized or source.reports_penalty == other.reports_penalty
+    rounded = [side for side in (source, other) if getattr(side, "loss_dtype", spec.dtype) != spec.dtype]
+    if rounded and run is not None:
+        run, why = None, f"Keras reports the loss through a {rounded[0].loss_dtype} Mean (compiled outside floatx)"
+    for epoch in range(epochs):
+        if comparable:
+            rows.append((f"reported loss, epoch {epoch + 1}", _rel(other_losses[epoch], source_losses[epoch]), run,
+                         why))
+        else:
+            rows.append((f"reported loss, epoch {epoch + 1}", None, None,
+                         f"not comparable: {'the source' if not source.reports_penalty else 'the target'} reports the "
+                         "loss without the penalty"))
+    return Certificate(port.source, target, rows)

@@ -1,0 +1,246 @@
+"""Porting a user's own model: import, export to every framework, and the certificate of the two trained side by side.
+
+The three sources of issue 10's "done when" — a torch ``nn.Sequential`` (``CrossEntropyLoss``, ``SGD(momentum=0.9,
+weight_decay=1e-3)``, ``ExponentialLR(0.9)``), a compiled Keras ``Sequential`` (sigmoid output,
+``BinaryCrossentropy``, ``Adam``, ``EarlyStopping``) and a Flax ``nnx.Sequential`` with an Optax chain — each go to
+every framework, float64, two epochs.  Where a source trains by a convention the spec does not hold (torch's decay
+of the biases, its gradient-buffer momentum under a changing rate, Keras's Adam epsilon), the NumPy/JAX
+implementations refuse by name, and the framework exports reproduce it with a small replacement.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from impls import port
+from impls.spec import EarlyStopping
+from tests.conftest import import_or_skip
+from tests.tolerances import COMPUTATION, TRAJECTORY
+
+TARGETS = ("torch", "keras", "flax", "numpy", "jax")
+
+
+def data(n_inputs: int, n_classes: int, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, n_inputs)), rng.integers(0, n_classes, n)
+
+
+def torch_source(**overrides):
+    torch = import_or_skip("torch")
+    nn, optim = torch.nn, torch.optim
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=overrides.get("weight_decay", 1e-3))
+    scheduler = optim.lr_scheduler.ExponentialLR(optimizer, overrides.get("gamma", 0.9))
+    return model, nn.CrossEntropyLoss(), optimizer, scheduler
+
+
+def keras_source():
+    keras = import_or_skip("keras")
+    from impls.keras_backend import enable_float64
+
+    enable_float64()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,), dtype="float64"),
+                              keras.layers.Dense(6, activation="tanh", dtype="float64"),
+                              keras.layers.Dense(1, activation="sigmoid", dtype="float64")])
+    # a Keras loss computes in its own dtype, floatx() (float32) unless told: see test_keras_loss_dtype_is_noted
+    # and Keras on TensorFlow casts Python-float hyper-parameters through float32: see test_keras_loss_dtype_is_noted
+    adam = keras.optimizers.Adam(0.01, beta_1=np.float64(0.9), beta_2=np.float64(0.999), epsilon=np.float64(1e-7))
+    model.compile(optimizer=adam, loss=keras.losses.BinaryCrossentropy(dtype="float64"))
+    return model, [keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)]
+
+
+def flax_source():
+    import_or_skip("flax")
+    import jax
+    import optax
+    from flax import nnx
+
+    with jax.enable_x64(True):
+        rngs = nnx.Rngs(0)
+        model = nnx.Sequential(nnx.Linear(4, 6, dtype=np.float64, param_dtype=np.float64, rngs=rngs), nnx.relu,
+                               nnx.Linear(6, 3, dtype=np.float64, param_dtype=np.float64, rngs=rngs))
+    decayed = optax.chain(optax.add_decayed_weights(1e-3, mask=lambda p: jax.tree.map(lambda x: x.ndim == 2, p)),
+                          optax.sgd(0.05, momentum=0.8))
+    return model, optax.softmax_cross_entropy_with_integer_labels, decayed
+
+
+def certify(source: port.Port, target: str, X: np.ndarray, y: np.ndarray) -> None:
+    beyond = source.conventions.beyond_spec()
+    if target in ("numpy", "jax") and beyond:
+        with pytest.raises(port.UnsupportedModel, match="spec's conventions only"):
+            source.export(target)
+        return
+    certificate = port.verify(source, target, X, y, epochs=2, batch_size=16)
+    assert certificate.passed, certificate.to_markdown()
+    claimed = [row for row in certificate.rows if row[0].startswith(("outputs", "data-loss", "parameters"))]
+    assert all(limit is not None for _, _, limit, _ in claimed), certificate.to_markdown()
+    unclaimed = [remark for _, _, limit, remark in certificate.rows if limit is None]
+    assert all(remark for remark in unclaimed), "every row without a limit says why"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_torch_sequential_ports_everywhere(target):
+    model, loss, optimizer, scheduler = torch_source()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    source = port.import_model(model, loss=loss, optimizer=optimizer, scheduler=scheduler, epochs=2, batch_size=16)
+    assert source.conventions.momentum_form == "buffer" and source.conventions.bias_l2 == 1e-3
+    assert any("weight_decay" in note for note in source.notes)
+    X, y = data(4, 3)
+    certify(source, target, X, y)
+    assert all((model.state_dict()[k] == v).all() for k, v in before.items())  # verify trains copies
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_keras_sequential_ports_everywhere(target):
+    model, callbacks = keras_source()
+    weights = [w.copy() for w in model.get_weights()]
+    source = port.import_model(model, callbacks=callbacks, epochs=2, batch_size=16)
+    assert source.spec.loss == "binary_crossentropy" and source.conventions.adam_epsilon == "uncorrected"
+    assert source.config.early_stopping == EarlyStopping(patience=3, restore_best=True)
+    X, y = data(4, 2)
+    certify(source, target, X, y)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_flax_optax_ports_everywhere(target):
+    model, loss, tx = flax_source()
+    source = port.import_model(model, loss=loss, optimizer=tx, epochs=2, batch_size=16)
+    assert source.spec.l2 == pytest.approx(1e-3, rel=1e-12) and source.conventions.bias_l2 == 0
+    assert source.config.optimizer.momentum == pytest.approx(0.8, rel=1e-12)
+    X, y = data(4, 3)
+    certify(source, target, X, y)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_port_within_the_spec_reaches_numpy_and_jax(target):
+    model, loss, optimizer, _ = torch_source(weight_decay=0.0)
+    source = port.import_model(model, loss=loss, optimizer=optimizer, epochs=2, batch_size=16)
+    assert source.conventions.beyond_spec() == []
+    X, y = data(4, 3)
+    certify(source, target, X, y)
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "step"])
+def test_optax_schedules_and_momentum_forms_are_read(schedule):
+    import_or_skip("flax")
+    import optax
+
+    model, loss, _ = flax_source()
+    rate = (optax.exponential_decay(0.1, 3, 0.5, staircase=True) if schedule == "exponential"
+            else optax.exponential_decay(0.1, 6, 0.5, staircase=True))
+    source = port.import_model(model, loss=loss, optimizer=optax.sgd(rate, momentum=0.9), epochs=4,
+                               steps_per_epoch=3)
+    assert source.conventions.momentum_form == "buffer"
+    assert source.config.lr_decay == pytest.approx(0.5, rel=1e-12)
+    assert source.conventions.decay_every == (1 if schedule == "exponential" else 2)
+    adam = port.import_model(model, loss=loss, optimizer=optax.adam(0.01, b1=0.8, b2=0.99, eps=1e-6))
+    assert adam.config.optimizer.beta1 == pytest.approx(0.8, rel=1e-9)
+    assert adam.config.optimizer.beta2 == pytest.approx(0.99, rel=1e-9)
+    assert adam.config.optimizer.epsilon == pytest.approx(1e-6, rel=1e-6)
+
+
+def test_the_certificate_limits_are_the_suites():
+    assert {"start": COMPUTATION["float64"], "run": TRAJECTORY} == port.LIMITS
+
+
+# ---- bad input: a clear error naming the problem, the source left untouched ---------------
+
+
+def test_torch_models_outside_the_supported_set_are_refused_by_name():
+    torch = import_or_skip("torch")
+    nn = torch.nn
+    cases = [
+        (nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 2)), nn.CrossEntropyLoss(),
+         "BatchNorm1d"),
+        (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.Softmax(dim=1)), nn.CrossEntropyLoss(),
+         "softmax twice"),
+        (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(5, 2)), nn.CrossEntropyLoss(), "takes 5 inputs"),
+        (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2)),
+         nn.CrossEntropyLoss(), "mixed hidden activations"),
+        (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1)), nn.BCELoss(), "needs Sigmoid"),
+        (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), nn.CrossEntropyLoss(label_smoothing=0.1),
+         "label_smoothing"),
+    ]
+    for model, loss, problem in cases:
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(port.UnsupportedModel, match=problem):
+            port.import_model(model, loss=loss)
+        assert all((model.state_dict()[k] == v).all() for k, v in before.items())
+
+
+def test_torch_optimizer_options_outside_the_spec_are_refused():
+    torch = import_or_skip("torch")
+    nn, optim = torch.nn, torch.optim
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    for optimizer, problem in [(optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True), "nesterov"),
+                               (optim.AdamW(model.parameters()), "AdamW"),
+                               (optim.Adam(model.parameters(), amsgrad=True), "amsgrad")]:
+        with pytest.raises(port.UnsupportedModel, match=problem):
+            port.import_model(model, loss=nn.CrossEntropyLoss(), optimizer=optimizer)
+
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.linear(x) * 2
+
+    with pytest.raises(port.UnsupportedModel, match="own forward"):
+        port.import_model(Custom(), loss=nn.CrossEntropyLoss())
+    with pytest.raises(port.UnsupportedModel, match="carries no loss"):
+        port.import_model(model)
+
+
+def test_keras_models_outside_the_supported_set_are_refused():
+    keras = import_or_skip("keras")
+    conv = keras.Sequential([keras.Input((8, 1)), keras.layers.Conv1D(2, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(1)])
+    with pytest.raises(port.UnsupportedModel, match="Conv1D"):
+        port.import_model(conv)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
+                              keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(port.UnsupportedModel, match="not compiled"):
+        port.import_model(model, callbacks=[keras.callbacks.EarlyStopping()])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, nesterov=True, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy())
+    weights = [w.copy() for w in model.get_weights()]
+    with pytest.raises(port.UnsupportedModel, match="nesterov"):
+        port.import_model(model)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(port.UnsupportedModel, match="applied twice"):
+        port.import_model(model)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights))
+
+
+def test_flax_modules_and_transformations_outside_the_supported_set_are_refused():
+    import_or_skip("flax")
+    import optax
+    from flax import nnx
+
+    model, loss, _ = flax_source()
+    with pytest.raises(port.UnsupportedModel, match=r"not an sgd/adam form|does not scale"):
+        port.import_model(model, loss=loss, optimizer=optax.chain(optax.clip_by_global_norm(1e-3), optax.sgd(0.1)))
+    with pytest.raises(port.UnsupportedModel, match=r"l2_loss"):
+        port.import_model(model, loss=optax.l2_loss)
+    with pytest.raises(port.UnsupportedModel, match=r"only nnx\.Sequential"):
+        port.import_model(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+
+
+def test_a_non_model_is_refused():
+    with pytest.raises(port.UnsupportedModel, match=r"cannot port a builtins\.dict"):
+        port.import_model({"W": 1})
+
+
+def test_keras_loss_dtype_is_noted():
+    keras = import_or_skip("keras")
+    model, _ = keras_source()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy())
+    source = port.import_model(model)
+    assert any("computes in float32" in note for note in source.notes)
+    if keras.backend.backend() == "tensorflow":
+        assert any("through float32" in note for note in source.notes)
