@@ -118,19 +118,33 @@ class Port:
 
 def import_model(obj: object, *, loss: object = None, optimizer: object = None, scheduler: object = None,
                  early_stopping: object = None, callbacks: Sequence[object] = (), epochs: int = 10,
-                 batch_size: int | None = 32, steps_per_epoch: int | None = None) -> Port:
+                 batch_size: int | None = 32, steps_per_epoch: int | None = None, spec: MLPSpec | None = None,
+                 config: TrainConfig | None = None) -> Port:
     """Read a native model and its training setup into a :class:`Port`.
 
     ``obj``: a ``torch.nn.Module`` (with ``loss``, ``optimizer``, ``scheduler``), a ``keras.Model`` (its
     compiled loss and optimizer; ``callbacks``: its ``EarlyStopping``/``LearningRateScheduler``), an
-    ``nnx.Sequential`` (``loss``: an Optax loss function; ``optimizer``: an Optax transformation), a
-    ``[(W, b), ...]`` pytree, or the path of one of this project's ``.npz`` files.  ``early_stopping``: an
-    :class:`~impls.spec.EarlyStopping` for sources without their own.  ``steps_per_epoch``: how many
-    steps an epoch has, to read a step-counting schedule (Keras ``ExponentialDecay``, Optax schedules) as
-    a per-epoch one.  ``epochs``/``batch_size`` complete the :class:`~impls.spec.TrainConfig`.
+    ``nnx.Sequential`` (``loss``: an Optax loss function; ``optimizer``: an Optax transformation), one of this
+    project's :class:`~impls.base.MLP` implementations or ``.npz`` files, or a ``[(W, b), ...]`` pytree with the
+    ``spec`` it follows (arrays alone do not say their activations or loss).  ``config``: the
+    :class:`~impls.spec.TrainConfig` of those last three.  ``early_stopping``: an
+    :class:`~impls.spec.EarlyStopping` for sources without their own.  ``steps_per_epoch``: how many steps an
+    epoch has, to read a step-counting schedule (Keras ``ExponentialDecay``, Optax schedules) as a per-epoch
+    one.  ``epochs``/``batch_size`` complete the :class:`~impls.spec.TrainConfig` of a framework's model.
     """
+    from impls.base import MLP
+
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if isinstance(obj, MLP):
+        return Port(obj.spec, obj.get_params(), config, obj.name,
+                    [f"read the {obj.name} implementation: its spec and parameters"], source_objects=(obj.name,))
     if isinstance(obj, (str, Path)):
-        return _import_npz(Path(obj), epochs, batch_size)
+        from impls.exchange import load
+
+        file_spec, params = load(obj)
+        return Port(file_spec, params, config, "npz", [f"read {Path(obj).name}: the spec and parameters"],
+                    source_objects=("numpy",))
     if _instance_of(obj, "torch", "nn", "Module"):
         return _import_torch(obj, loss, optimizer, scheduler, early_stopping, epochs, batch_size)
     if _instance_of(obj, "keras", "Model"):
@@ -138,9 +152,18 @@ def import_model(obj: object, *, loss: object = None, optimizer: object = None, 
     if _instance_of(obj, "flax", "nnx", "Module"):
         return _import_flax(obj, loss, optimizer, early_stopping, epochs, batch_size, steps_per_epoch)
     if isinstance(obj, (list, tuple)):
-        return _import_pytree(obj)
+        if spec is None:
+            raise UnsupportedModel("a [(W, b), ...] pytree holds only arrays: pass spec=MLPSpec(...) with its "
+                                   "activations and loss")
+        try:
+            params = spec.check_params([(np.asarray(W), np.asarray(b)) for W, b in obj])
+        except (TypeError, ValueError) as exc:
+            raise UnsupportedModel(f"the pytree does not fit the spec: {exc}") from exc
+        return Port(spec, params, config, "jax", ["read a [(W, b), ...] pytree with the given spec"],
+                    source_objects=("jax",))
     raise UnsupportedModel(f"cannot port a {type(obj).__module__}.{type(obj).__name__}: expected a torch "
-                           "nn.Module, a keras Model, an nnx.Sequential, a [(W, b), ...] list or an .npz path")
+                           "nn.Module, a keras Model, an nnx.Sequential, one of this project's MLPs or .npz files, "
+                           "or a [(W, b), ...] pytree")
 
 
 def _instance_of(obj: object, module: str, *path: str) -> bool:
@@ -149,34 +172,6 @@ def _instance_of(obj: object, module: str, *path: str) -> bool:
     for name in path:
         found = getattr(found, name, None)
     return isinstance(found, type) and isinstance(obj, found)
-
-
-def _import_npz(path: Path, epochs: int, batch_size: int | None) -> Port:
-    from impls.exchange import load
-
-    spec, params = load(path)
-    return Port(spec, params, None, "npz", [f"read {path.name}: spec and parameters; no training setup"])
-
-
-def _import_pytree(obj: Sequence) -> Port:
-    params = []
-    for layer, pair in enumerate(obj):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise UnsupportedModel(f"pytree entry {layer} is not a (W, b) pair")
-        params.append((np.asarray(pair[0]), np.asarray(pair[1])))
-    if not params:
-        raise UnsupportedModel("the pytree holds no layers")
-    sizes = [params[0][0].shape[0] if params[0][0].ndim == 2 else -1]
-    for layer, (W, b) in enumerate(params):
-        if W.ndim != 2 or b.shape != (W.shape[1],) or W.shape[0] != sizes[-1]:
-            raise UnsupportedModel(f"pytree layer {layer}: W{W.shape}, b{b.shape} does not follow W{tuple(sizes[-1:])}"
-                                   "+(fan_out,), b (fan_out,)")
-        sizes.append(W.shape[1])
-    dtype = "float64" if params[0][0].dtype == np.float64 else "float32"
-    spec = MLPSpec(tuple(sizes), loss="mse", dtype=dtype)
-    return Port(spec, spec.check_params(params), None, "jax",
-                ["a bare pytree says nothing of activations or loss: read as relu hidden layers and MSE; "
-                 "replace the spec (dataclasses.replace(port.spec, ...)) to say otherwise"])
 
 
 # ---- PyTorch ----------------------------------------------------------------------------
@@ -470,6 +465,9 @@ def _import_keras(model: object, callbacks: Sequence[object], early_stopping: ob
     dtype = keras.backend.standardize_dtype(dense[0].kernel.dtype)
     if dtype not in ("float32", "float64"):
         raise UnsupportedModel(f"parameter dtype {dtype}: float32 or float64 expected")
+    if dtype == "float64":
+        notes.append("model.fit casts float NumPy inputs to keras.config.floatx() (float32 by default): a float64 "
+                     "model trains on float64 data only with floatx set to float64")
     if keras.backend.backend() == "tensorflow" and dtype == "float64" and (kernel_l2 or kernel_l1 or bias_l2
                                                                           or bias_l1):
         notes.append("Keras L1/L2 on TensorFlow round their factor through float32 on float64 weights "
@@ -647,8 +645,8 @@ def _keras_training(model: object, conventions: Conventions, callbacks: Sequence
 def _keras_early_stopping(callback: object, notes: list[str]) -> EarlyStopping:
     if callback.monitor != "val_loss" or callback.baseline is not None or callback.start_from_epoch:
         raise UnsupportedModel("EarlyStopping must monitor 'val_loss' without baseline or start_from_epoch")
-    notes.append("Keras EarlyStopping restores the best weights only when it stops early; the spec restores them "
-                 "at the end of training either way")
+    notes.append("Keras EarlyStopping monitors val_loss and (Keras 3.15) restores the best weights at the end "
+                 "whether it stopped or not, as the spec does")
     return EarlyStopping(patience=int(callback.patience), min_delta=abs(float(callback.min_delta)),
                          restore_best=bool(callback.restore_best_weights))
 
@@ -981,6 +979,9 @@ def _torch_notes(port: Port) -> list[str]:
 def _keras_notes(port: Port) -> list[str]:
     notes = ["exported with sigmoid/softmax outputs and a probability loss, which Keras computes from the logits "
              "behind that layer"] if port.spec.loss_rule.output_activation != "identity" else []
+    if port.spec.dtype == "float64":
+        notes.append("model.fit casts float NumPy inputs to keras.config.floatx() (float32 by default; ~1e-9 in the "
+                     "parameters after two epochs): fit with floatx set to float64")
     if port.config is not None and isinstance(port.config.optimizer, SGD) and port.config.optimizer.momentum \
             and _changing_rate(port) and port.conventions.momentum_form == "buffer":
         notes.append("Keras SGD keeps the velocity form: exported as BufferSGD, a small keras optimizer with "
@@ -991,8 +992,9 @@ def _keras_notes(port: Port) -> list[str]:
                      "sqrt(v_hat))")
     if port.config is not None and port.config.lr_decay != 1.0:
         notes.append("the decay is a LearningRateScheduler callback (0-based epoch): pass callbacks to fit")
-    if port.spec.dtype == "float64":
-        notes.append("on TensorFlow, Keras L1/L2 round their factor through float32 (~1e-8 relative)")
+    if port.spec.l1 or port.spec.l2 or port.conventions.bias_l1 or port.conventions.bias_l2:
+        notes.append("the penalty is impls.keras_mlp.kernel_penalty as the Dense regularizers: keras.regularizers.L2 "
+                     "is l2 * sum W**2 (twice the spec's) and rounds its factor through float32 on TensorFlow")
     return notes
 
 
@@ -1176,13 +1178,16 @@ def _export_keras(port: Port) -> tuple:
     import keras
 
     from impls.keras_backend import enable_float64, floatx, optimizer_float
+    from impls.keras_mlp import kernel_penalty
 
     spec, conv, config = port.spec, port.conventions, port.config
     dtype = spec.dtype
     if dtype == "float64":
         enable_float64()
-    regularizer = keras.regularizers.L1L2(spec.l1, spec.l2 / 2) if spec.l1 or spec.l2 else None
-    bias_regularizer = keras.regularizers.L1L2(conv.bias_l1, conv.bias_l2 / 2) if conv.bias_l1 or conv.bias_l2 else None
+    # kernel_penalty, not keras.regularizers.L1L2: exact factors on TensorFlow and abs'(0) = 0 on JAX
+    regularizer = functools.partial(kernel_penalty, spec) if spec.l1 or spec.l2 else None
+    bias_regularizer = (functools.partial(kernel_penalty, replace(spec, l1=conv.bias_l1, l2=conv.bias_l2))
+                        if conv.bias_l1 or conv.bias_l2 else None)
     names = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "identity": "linear", "elu": "elu",
              "leaky_relu": "linear"}
     tail = {"sigmoid": "sigmoid", "softmax": "softmax", "identity": "linear"}[spec.loss_rule.output_activation]
@@ -1215,11 +1220,12 @@ def _export_keras(port: Port) -> tuple:
                 from impls.keras_mlp import SpecAdam
 
                 optimizer = SpecAdam(rule)
-                optimizer.learning_rate = lr
         elif rule.momentum and _changing_rate(port) and conv.momentum_form == "buffer":
             optimizer = _keras_buffer_sgd()(lr, optimizer_float(rule.momentum))
         else:
             optimizer = keras.optimizers.SGD(lr, momentum=optimizer_float(rule.momentum))
+        # assigned, not given to the constructor: on TensorFlow the constructor casts the rate through float32
+        optimizer.learning_rate = config.learning_rate
         model.compile(optimizer=optimizer, loss=loss)
     callbacks: list = []
     if config.lr_decay != 1.0:
@@ -1514,8 +1520,11 @@ class _KerasTrainer(_Trainer):
 
         snapshots: list[Params] = []
         capture = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: snapshots.append(self.params()))
-        history = self.model.fit(X, self._targets(y), batch_size=self.batch_size, epochs=len(batches), shuffle=False,
-                                 verbose=0, callbacks=[*self.callbacks, capture])
+        from impls.keras_backend import floatx
+
+        with floatx(self.spec.dtype):  # fit casts float NumPy inputs to floatx()
+            history = self.model.fit(X, self._targets(y), batch_size=self.batch_size, epochs=len(batches),
+                                     shuffle=False, verbose=0, callbacks=[*self.callbacks, capture])
         return [float(v) for v in history.history["loss"]], snapshots
 
 
@@ -1639,13 +1648,17 @@ def _source_copies(port: Port) -> tuple:
         clone.set_weights(model.get_weights())
         optimizer = type(model.optimizer).from_config(model.optimizer.get_config())
         clone.compile(optimizer=optimizer, loss=model.loss)
-        return clone, copy.copy(list(callbacks))
+        return clone, copy.deepcopy(list(callbacks))
     if port.source == "flax":
         from flax import nnx
 
         model, loss, tx = port.source_objects
         return nnx.clone(model), tx, loss
-    raise UnsupportedModel(f"a {port.source} source has no training objects to verify against")
+    from impls.registry import create
+
+    model = create(port.source_objects[0], port.spec)
+    model.set_params(port.params)
+    return model, port.config
 
 
 def verify(port: Port, target: str, X: np.ndarray, y: np.ndarray, epochs: int = 2,
