@@ -45,8 +45,8 @@ def keras_source():
     model = keras.Sequential([keras.Input((4,), dtype="float64"),
                               keras.layers.Dense(6, activation="tanh", dtype="float64"),
                               keras.layers.Dense(1, activation="sigmoid", dtype="float64")])
-    # a Keras loss computes in its own dtype, floatx() (float32) unless told: see test_keras_loss_dtype_is_noted
-    # and Keras on TensorFlow casts Python-float hyper-parameters through float32: see test_keras_loss_dtype_is_noted
+    # a Keras loss computes in its own dtype, floatx() (float32) unless told, and Keras on TensorFlow casts
+    # Python-float hyper-parameters through float32: see test_keras_float32_losses_and_rounded_betas_are_deviations_*
     adam = keras.optimizers.Adam(0.01, beta_1=np.float64(0.9), beta_2=np.float64(0.999), epsilon=np.float64(1e-7))
     model.compile(optimizer=adam, loss=keras.losses.BinaryCrossentropy(dtype="float64"))
     return model, [keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)]
@@ -236,11 +236,16 @@ def test_a_non_model_is_refused():
         port.import_model({"W": 1})
 
 
-def test_keras_loss_dtype_is_noted():
+def test_keras_float32_losses_and_rounded_betas_are_deviations_measured_not_claimed():
     keras = import_or_skip("keras")
     model, _ = keras_source()
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy())
     source = port.import_model(model)
-    assert any("computes in float32" in note for note in source.notes)
+    assert any("computes in float32" in deviation for deviation in source.deviations)
     if keras.backend.backend() == "tensorflow":
-        assert any("through float32" in note for note in source.notes)
+        assert any("through float32" in deviation for deviation in source.deviations)
+    X, y = data(4, 2)
+    certificate = port.verify(source, "torch", X, y, epochs=2, batch_size=16)
+    assert certificate.passed  # exact at the start; whole runs measured, with the reason
+    assert all(limit is None and "float32" in remark for quantity, _, limit, remark in certificate.rows
+               if quantity.startswith("parameters"))
