@@ -661,8 +661,8 @@ def _keras_training(model: object, conventions: Conventions, callbacks: Sequence
     conventions = replace(conventions, decay_every=every)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, lr_decay=decay, optimizer=rule,
                          shuffle=False, early_stopping=stopping)
-    notes.append("Keras SGD's momentum is the spec's velocity (v <- mu v - lr g); model.fit shuffles unless "
-                 "shuffle=False")
+    if isinstance(rule, SGD):
+        notes.append("Keras SGD's momentum is the spec's velocity (v <- mu v - lr g)")
     return config, conventions
 
 
