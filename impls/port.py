@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import itertools
 import math
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -114,6 +116,18 @@ class Port:
     def export_notes(self, framework: str) -> list[str]:
         """What an export to ``framework`` replaces or cannot keep, in words."""
         return _EXPORT_NOTES[framework](self)
+
+    def script(self, framework: str, weights: str = "weights.npz") -> str:
+        """A standalone Python file that builds the model in ``framework`` (``torch``, ``keras``, ``flax``), loads
+        its parameters from ``weights`` (a ``.npz`` of ``W0, b0, W1, ...`` next to the file, as
+        :func:`impls.exchange.save` writes it) and trains it with the ported setup on ``data.npz`` (``X``, ``y``)
+        beside it, or on random data.  It imports only NumPy and the framework: paste it into your project."""
+        if framework not in SCRIPTS:
+            raise ValueError(f"no script for {framework!r}: scripts are written for {sorted(SCRIPTS)} (the numpy "
+                             "and jax targets are this project's implementations: use export)")
+        if self.config is None:
+            raise UnsupportedModel("the port has no training setup to write a training script for")
+        return SCRIPTS[framework](self, weights)
 
 
 # ---- import ---------------------------------------------------------------------------
@@ -1824,3 +1838,391 @@ def dropout_loss(port: Port, target: str, X: np.ndarray, y: np.ndarray, draws: i
         trainer = _trainer(target, port, exported, size)
     values = np.array([trainer.training_loss(X, y) for _ in range(draws)])
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(draws))
+
+
+# ---- standalone scripts ---------------------------------------------------------------------------
+
+
+def _source_of(*objects: Any) -> str:
+    """The source code of functions and classes, for a script that must not import this project."""
+    return "\n\n".join(textwrap.dedent(inspect.getsource(obj)).strip() for obj in objects)
+
+
+def _script_head(port: Port, framework: str, weights: str, imports: str) -> str:
+    notes = port.notes + port.export_notes(framework) + [f"deviation: {d}" for d in port.deviations]
+    config = port.config
+    lines = [
+        f'"""The {port.spec.n_inputs}-input MLP {list(port.spec.layer_sizes)} ported from {port.source} to '
+        f'{framework}, with its training setup.',
+        "",
+        f"Written by impls.port; standalone (NumPy and {framework} only). Parameters: {weights} beside this file;",
+        "data: data.npz beside it (X, y), or random data of the right shape.",
+        "",
+        *[f"* {note}" for note in notes],
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from pathlib import Path",
+        "",
+        "import numpy as np",
+        imports,
+        "",
+        "HERE = Path(__file__).resolve().parent",
+        f'WEIGHTS = HERE / "{weights}"',
+        f"LAYER_SIZES = {list(port.spec.layer_sizes)}",
+        f'DTYPE = "{port.spec.dtype}"',
+        f"EPOCHS, BATCH_SIZE = {config.epochs}, {config.batch_size or 'None'}",
+        f"LEARNING_RATE, DECAY, DECAY_EVERY = {config.learning_rate!r}, {config.lr_decay!r}, "
+        f"{port.conventions.decay_every}",
+        f'TASK = "{port.spec.task}"',
+        "",
+        "",
+        "def load_data() -> tuple[np.ndarray, np.ndarray]:",
+        '    """``data.npz`` beside this file, or 64 random samples."""',
+        '    if (HERE / "data.npz").exists():',
+        '        data = np.load(HERE / "data.npz")',
+        '        return data["X"].astype(DTYPE), data["y"]',
+        "    rng = np.random.default_rng(0)",
+        "    X = rng.normal(size=(64, LAYER_SIZES[0])).astype(DTYPE)",
+        '    if TASK == "regression":',
+        "        return X, rng.normal(size=(64, LAYER_SIZES[-1])).astype(DTYPE)",
+        '    return X, rng.integers(0, max(LAYER_SIZES[-1], 2), 64)',
+        "",
+        "",
+        "def save_trained(arrays: list[np.ndarray]) -> None:",
+        '    """The trained parameters as W0, b0, W1, ... (kernels (fan_in, fan_out)) beside the weights file."""',
+        '    names = [f"{kind}{layer}" for layer in range(len(arrays) // 2) for kind in ("W", "b")]',
+        '    np.savez(WEIGHTS.with_suffix(".trained.npz"), **dict(zip(names, arrays)))',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _torch_script(port: Port, weights: str) -> str:
+    spec, conv, config = port.spec, port.conventions, port.config
+    VelocitySGD, KerasAdam, PenalizedLoss = _torch_optimizers()
+    activation = {"relu": "nn.ReLU()", "tanh": "nn.Tanh()", "sigmoid": "nn.Sigmoid()", "identity": "nn.Identity()",
+                  "leaky_relu": f"nn.LeakyReLU({spec.leaky_slope!r})", "elu": f"nn.ELU({spec.elu_alpha!r})"}
+    layers = []
+    for layer, (fan_in, fan_out) in enumerate(zip(spec.layer_sizes, spec.layer_sizes[1:])):
+        layers.append(f"nn.Linear({fan_in}, {fan_out}, dtype=dtype)")
+        if layer < spec.n_layers - 1:
+            layers.append(activation[spec.hidden_activation])
+            if spec.dropout_rates[layer]:
+                layers.append(f"nn.Dropout({spec.dropout_rates[layer]!r})")
+    loss = {"binary_crossentropy": "nn.BCEWithLogitsLoss()", "categorical_crossentropy": "nn.CrossEntropyLoss()",
+            "mse": "nn.MSELoss()", "mae": "nn.L1Loss()"}[spec.loss]
+    helpers = []
+    if spec.l1 or conv.bias_l1:
+        helpers.append(PenalizedLoss)
+        loss = f"PenalizedLoss({loss}, model, {spec.l1!r}, {conv.bias_l1!r})"
+    rule = config.optimizer
+    groups = (f'[{{"params": weights, "weight_decay": {spec.l2!r}}}, '
+              f'{{"params": biases, "weight_decay": {conv.bias_l2!r}}}]')
+    if isinstance(rule, Adam):
+        kind = "KerasAdam" if conv.adam_epsilon == "uncorrected" else "optim.Adam"
+        if kind == "KerasAdam":
+            helpers.append(KerasAdam)
+        optimizer = f"{kind}({groups}, lr=LEARNING_RATE, betas=({rule.beta1!r}, {rule.beta2!r}), eps={rule.epsilon!r})"
+    elif rule.momentum and _changing_rate(port) and conv.momentum_form == "velocity":
+        helpers.append(VelocitySGD)
+        optimizer = f"VelocitySGD({groups}, lr=LEARNING_RATE, momentum={rule.momentum!r})"
+    else:
+        optimizer = f"optim.SGD({groups}, lr=LEARNING_RATE, momentum={rule.momentum!r})"
+    scheduler = "None"
+    if config.lr_decay != 1.0:
+        scheduler = ("optim.lr_scheduler.ExponentialLR(optimizer, DECAY)" if conv.decay_every == 1 else
+                     "optim.lr_scheduler.StepLR(optimizer, DECAY_EVERY, DECAY)")
+    targets = ("torch.as_tensor(y, dtype=torch.long)" if spec.task == "multiclass"
+               else "torch.as_tensor(np.asarray(y, DTYPE).reshape(len(y), -1))")
+    body = f'''
+
+{_source_of(*helpers) if helpers else ""}
+
+
+def build_model() -> nn.Sequential:
+    """The layers, with the parameters of WEIGHTS (a torch weight is the transposed (fan_in, fan_out) kernel)."""
+    dtype = getattr(torch, DTYPE)
+    model = nn.Sequential({", ".join(layers)})
+    arrays = np.load(WEIGHTS)
+    with torch.no_grad():
+        for layer, linear in enumerate(m for m in model if isinstance(m, nn.Linear)):
+            linear.weight.copy_(torch.as_tensor(arrays[f"W{{layer}}"].T))
+            linear.bias.copy_(torch.as_tensor(arrays[f"b{{layer}}"]))
+    return model
+
+
+def train(model: nn.Sequential, X: np.ndarray, y: np.ndarray) -> nn.Sequential:
+    """The ported setup in PyTorch's usual loop: batches in order, scheduler.step() once per epoch."""
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    weights, biases = [m.weight for m in linears], [m.bias for m in linears]
+    loss_fn = {loss}
+    optimizer = {optimizer}
+    scheduler = {scheduler}
+    inputs, targets = torch.as_tensor(X), {targets}
+    size = BATCH_SIZE or len(X)
+    model.train()
+    for epoch in range(EPOCHS):
+        total = 0.0
+        for start in range(0, len(X), size):
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs[start:start + size]), targets[start:start + size])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(inputs[start:start + size])
+        if scheduler is not None:
+            scheduler.step()
+        print(f"epoch {{epoch + 1}}: loss {{total / len(X):.6f}}")
+    return model
+
+
+if __name__ == "__main__":
+    model = train(build_model(), *load_data())
+    save_trained([t.detach().numpy().T if t.ndim == 2 else t.detach().numpy()
+                  for m in model if isinstance(m, nn.Linear) for t in (m.weight, m.bias)])
+'''
+    return _script_head(port, "torch", weights, "import torch\nfrom torch import nn, optim") + body
+
+
+def _keras_script(port: Port, weights: str) -> str:
+    from impls.keras_backend import abs_, exact
+    from impls.keras_mlp import SpecAdam, adam_update, kernel_penalty
+
+    spec, conv, config = port.spec, port.conventions, port.config
+    helpers: list[Any] = []
+    activation = {"relu": '"relu"', "tanh": '"tanh"', "sigmoid": '"sigmoid"', "identity": '"linear"',
+                  "elu": f"lambda z: keras.activations.elu(z, {spec.elu_alpha!r})",
+                  "leaky_relu": f"lambda z: ops.where(z > 0, z, {spec.leaky_slope!r} * z)"}
+    regularizers = ""
+    for what, l1, l2 in (("kernel", spec.l1, spec.l2), ("bias", conv.bias_l1, conv.bias_l2)):
+        if l1 or l2:  # kernel_penalty: exact factors on TensorFlow, abs'(0) = 0 on JAX (keras.regularizers: neither)
+            helpers += [exact, abs_, kernel_penalty]
+            regularizers += f"{what}_regularizer=functools.partial(kernel_penalty, Penalty({l1!r}, {l2!r})), "
+    tail = {"sigmoid": '"sigmoid"', "softmax": '"softmax"', "identity": '"linear"'}[spec.loss_rule.output_activation]
+    layers = []
+    for layer, width in enumerate(spec.layer_sizes[1:]):
+        hidden = layer < spec.n_layers - 1
+        act = activation[spec.hidden_activation] if hidden else tail
+        layers.append(f"keras.layers.Dense({width}, activation={act}, {regularizers}dtype=DTYPE)")
+        if hidden and spec.dropout_rates[layer]:
+            layers.append(f"keras.layers.Dropout({spec.dropout_rates[layer]!r}, dtype=DTYPE)")
+    loss = {"binary_crossentropy": "keras.losses.BinaryCrossentropy()",
+            "categorical_crossentropy": "keras.losses.SparseCategoricalCrossentropy()",
+            "mse": "keras.losses.MeanSquaredError()", "mae": "keras.losses.MeanAbsoluteError()"}[spec.loss]
+    rule = config.optimizer
+    if isinstance(rule, Adam) and conv.adam_epsilon == "uncorrected":
+        optimizer = (f"keras.optimizers.Adam(beta_1=np.float64({rule.beta1!r}), beta_2=np.float64({rule.beta2!r}), "
+                     f"epsilon=np.float64({rule.epsilon!r}))")
+    elif isinstance(rule, Adam):
+        helpers += [exact, adam_update, SpecAdam]
+        optimizer = f"SpecAdam(AdamRule({rule.beta1!r}, {rule.beta2!r}, {rule.epsilon!r}))"
+    elif rule.momentum and _changing_rate(port) and conv.momentum_form == "buffer":
+        helpers.append(_keras_buffer_sgd())
+        optimizer = f"BufferSGD(LEARNING_RATE, np.float64({rule.momentum!r}))"
+    else:
+        optimizer = f"keras.optimizers.SGD(momentum=np.float64({rule.momentum!r}))"
+    callbacks = ["keras.callbacks.LearningRateScheduler(lambda epoch, _: LEARNING_RATE * DECAY ** (epoch // "
+                 "DECAY_EVERY))"]
+    if config.early_stopping is not None:
+        stop = config.early_stopping
+        callbacks.append(f'keras.callbacks.EarlyStopping("val_loss", min_delta={stop.min_delta!r}, '
+                         f"patience={stop.patience}, restore_best_weights={stop.restore_best})")
+    unique = list(dict.fromkeys(helpers))
+    body = f'''
+Penalty = collections.namedtuple("Penalty", "l1 l2")  # what kernel_penalty reads of the spec
+AdamRule = collections.namedtuple("AdamRule", "beta1 beta2 epsilon")  # what SpecAdam reads of the spec
+Tensor = object
+
+
+{_source_of(*unique) if unique else ""}
+
+
+def build_model() -> keras.Sequential:
+    """The layers, compiled, with the parameters of WEIGHTS (Keras kernels are (fan_in, fan_out))."""
+    keras.config.set_floatx(DTYPE)  # layers, losses, optimizer variables and fit's inputs in DTYPE
+    model = keras.Sequential([keras.Input(({spec.n_inputs},), dtype=DTYPE),
+                              {(", " + chr(10) + "                              ").join(layers)}])
+    arrays = np.load(WEIGHTS)
+    model.set_weights([arrays[f"{{kind}}{{layer}}"] for layer in range({spec.n_layers}) for kind in ("W", "b")])
+    optimizer = {optimizer}
+    optimizer.learning_rate = LEARNING_RATE  # assigned: on TensorFlow the constructor rounds it through float32
+    model.compile(optimizer=optimizer, loss={loss})
+    return model
+
+
+def train(model: keras.Sequential, X: np.ndarray, y: np.ndarray) -> keras.Sequential:
+    """model.fit on the batches in order (shuffle=False), the rate set per epoch by the scheduler."""
+    callbacks = [{", ".join(callbacks)}]
+    targets = y if TASK == "multiclass" else np.asarray(y, DTYPE).reshape(len(y), -1)
+    model.fit(X, targets, batch_size=BATCH_SIZE or len(X), epochs=EPOCHS, shuffle=False, verbose=2,
+              callbacks=[c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)])
+    return model
+
+
+if __name__ == "__main__":
+    model = train(build_model(), *load_data())
+    save_trained([np.asarray(w) for w in model.get_weights()])
+'''
+    imports = "import collections\nimport functools\n\nimport keras\nfrom keras import ops"
+    return _script_head(port, "keras", weights, imports) + body
+
+
+def _flax_script(port: Port, weights: str) -> str:
+    spec, conv, config = port.spec, port.conventions, port.config
+    if spec.loss == "mae":
+        raise UnsupportedModel("Optax has no mean absolute error")
+    helpers: list[Any] = []
+    activation = {"relu": "nnx.relu", "tanh": "nnx.tanh", "sigmoid": "nnx.sigmoid", "identity": None,
+                  "leaky_relu": f"functools.partial(nnx.leaky_relu, negative_slope={spec.leaky_slope!r})",
+                  "elu": f"functools.partial(nnx.elu, alpha={spec.elu_alpha!r})"}[spec.hidden_activation]
+    layers = []
+    for layer, (fan_in, fan_out) in enumerate(zip(spec.layer_sizes, spec.layer_sizes[1:])):
+        layers.append(f"nnx.Linear({fan_in}, {fan_out}, dtype=DTYPE, param_dtype=DTYPE, rngs=rngs)")
+        if layer < spec.n_layers - 1:
+            layers += [activation] if activation else []
+            if spec.dropout_rates[layer]:
+                layers.append(f"nnx.Dropout({spec.dropout_rates[layer]!r}, rngs=rngs)")
+    loss = {"binary_crossentropy": "optax.sigmoid_binary_cross_entropy",
+            "categorical_crossentropy": "optax.softmax_cross_entropy_with_integer_labels",
+            "mse": "optax.squared_error"}[spec.loss]
+    schedule = "LEARNING_RATE"
+    if config.lr_decay != 1.0:
+        helpers.append(epoch_decay)
+        schedule = "epoch_decay(LEARNING_RATE, DECAY, steps_per_epoch * DECAY_EVERY)"
+    chain = []
+    if spec.l1 or conv.bias_l1:
+        helpers.append(add_l1_gradient)
+        chain.append(f"add_l1_gradient({spec.l1!r}, {conv.bias_l1!r})")
+    if spec.l2:
+        chain.append(f"optax.add_decayed_weights({spec.l2!r}, mask=kernels)")
+    if conv.bias_l2:
+        chain.append(f"optax.add_decayed_weights({conv.bias_l2!r}, mask=biases)")
+    rule = config.optimizer
+    if isinstance(rule, Adam) and conv.adam_epsilon == "uncorrected":
+        helpers.append(keras_adam)
+        chain.append(f"keras_adam(schedule, {rule.beta1!r}, {rule.beta2!r}, {rule.epsilon!r})")
+    elif isinstance(rule, Adam):
+        chain.append(f"optax.adam(schedule, {rule.beta1!r}, {rule.beta2!r}, {rule.epsilon!r})")
+    elif rule.momentum and _changing_rate(port) and conv.momentum_form == "velocity":
+        chain.append(f"optax.chain(optax.scale_by_learning_rate(schedule), optax.trace(decay={rule.momentum!r}))")
+    else:
+        chain.append(f"optax.sgd(schedule, momentum={rule.momentum or None!r})")
+    targets = "y.astype(np.int32)" if spec.task == "multiclass" else "np.asarray(y, DTYPE).reshape(len(y), -1)"
+    transformation = chain[0] if len(chain) == 1 else f"optax.chain({', '.join(chain)})"
+    body = f'''
+jax.config.update("jax_enable_x64", DTYPE == "float64")  # float64 in JAX needs x64 mode
+
+
+{_source_of(*helpers) if helpers else ""}
+
+
+def kernels(params):
+    return jax.tree.map(lambda p: p.ndim == 2, params)
+
+
+def biases(params):
+    return jax.tree.map(lambda p: p.ndim == 1, params)
+
+
+def build_model() -> nnx.Sequential:
+    """The layers, with the parameters of WEIGHTS (nnx.Linear kernels are (fan_in, fan_out))."""
+    rngs = nnx.Rngs(0)
+    model = nnx.Sequential({", ".join(layers)})
+    arrays = np.load(WEIGHTS)
+    for layer, linear in enumerate(m for m in model.layers if isinstance(m, nnx.Linear)):
+        linear.kernel.set_value(jnp.asarray(arrays[f"W{{layer}}"]))
+        linear.bias.set_value(jnp.asarray(arrays[f"b{{layer}}"]))
+    return model
+
+
+def train(model: nnx.Sequential, X: np.ndarray, y: np.ndarray) -> nnx.Sequential:
+    """nnx.value_and_grad and an nnx.Optimizer over the batches in order."""
+    size = BATCH_SIZE or len(X)
+    steps_per_epoch = -(-len(X) // size)
+    schedule = {schedule}
+    optimizer = nnx.Optimizer(model, {transformation}, wrt=nnx.Param)
+    targets = {targets}
+
+    def mean_loss(model, x, labels):
+        return {loss}(model(x), labels).mean()
+
+    @nnx.jit
+    def step(model, optimizer, x, labels):
+        loss, grads = nnx.value_and_grad(mean_loss)(model, x, labels)
+        optimizer.update(model, grads)
+        return loss
+
+    for epoch in range(EPOCHS):
+        total = 0.0
+        for start in range(0, len(X), size):
+            total += float(step(model, optimizer, X[start:start + size], targets[start:start + size])) * len(
+                X[start:start + size])
+        print(f"epoch {{epoch + 1}}: loss {{total / len(X):.6f}}")
+    return model
+
+
+if __name__ == "__main__":
+    model = train(build_model(), *load_data())
+    save_trained([np.asarray(v) for m in model.layers if isinstance(m, nnx.Linear)
+                  for v in (m.kernel.get_value(), m.bias.get_value())])
+'''
+    imports = "import functools\n\nimport jax\nimport jax.numpy as jnp\nimport optax\nfrom flax import nnx"
+    return _script_head(port, "flax", weights, imports) + body
+
+
+SCRIPTS: dict[str, Callable[[Port, str], str]] = {"torch": _torch_script, "keras": _keras_script,
+                                                  "flax": _flax_script}
+"""The frameworks :meth:`Port.script` writes for."""
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m impls.port SOURCE --to FRAMEWORK --out FILE``: a standalone training script for FRAMEWORK from a
+    ``.keras`` file or one of this project's ``.npz`` files, its parameters written beside it (``FILE`` with
+    the suffix ``.npz``).  A ``.npz`` holds no training setup: the flags give it."""
+    import argparse
+
+    from impls.exchange import save
+
+    parser = argparse.ArgumentParser(prog="python -m impls.port", description=main.__doc__)
+    parser.add_argument("source", type=Path, help="a .keras model file or a .npz of this project")
+    parser.add_argument("--to", required=True, choices=sorted(SCRIPTS), help="the framework to write for")
+    parser.add_argument("--out", required=True, type=Path, help="the script to write")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="steps of an epoch, to read a Keras ExponentialDecay as a per-epoch decay")
+    parser.add_argument("--learning-rate", type=float, default=0.1, help=".npz sources only")
+    parser.add_argument("--momentum", type=float, default=0.0, help=".npz sources only")
+    parser.add_argument("--lr-decay", type=float, default=1.0, help=".npz sources only")
+    args = parser.parse_args(argv)
+    try:
+        if args.source.suffix == ".keras":
+            import keras
+
+            ported = import_model(keras.models.load_model(args.source), epochs=args.epochs,
+                                  batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch)
+        elif args.source.suffix == ".npz":
+            config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                 momentum=args.momentum, lr_decay=args.lr_decay, shuffle=False)
+            ported = import_model(args.source, config=config)
+        else:
+            parser.error(f"{args.source}: expected a .keras or .npz file")
+        weights = args.out.with_suffix(".npz")
+        text = ported.script(args.to, weights=weights.name)
+    except (UnsupportedModel, ValueError, OSError) as exc:
+        print(f"python -m impls.port: {exc}", file=sys.stderr)
+        return 1
+    save(weights, ported.spec, ported.params)
+    args.out.write_text(text)
+    print(f"wrote {args.out} and {weights}")
+    for note in ported.notes + ported.export_notes(args.to) + ported.deviations:
+        print(f"- {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
