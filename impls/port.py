@@ -53,8 +53,6 @@ class Conventions:
     changes.  ``adam_epsilon``: ``"corrected"`` adds epsilon to ``sqrt(v_hat)`` (the spec, PyTorch, Optax),
     ``"uncorrected"`` to ``sqrt(v)`` before the bias correction (Keras; see :class:`impls.spec.Adam`).
     ``decay_every``: the rate is multiplied by ``lr_decay`` every this many epochs (``StepLR``).
-    ``penalty_reported``: whether the reported epoch loss includes the penalty (a penalty applied as the
-    optimizer's weight decay is not in the loss).
     """
 
     bias_l1: float = 0.0
@@ -62,7 +60,6 @@ class Conventions:
     momentum_form: Literal["velocity", "buffer"] = "velocity"
     adam_epsilon: Literal["corrected", "uncorrected"] = "corrected"
     decay_every: int = 1
-    penalty_reported: bool = True
 
     def beyond_spec(self) -> list[str]:
         """The conventions that :class:`~impls.spec.MLPSpec`/:class:`~impls.spec.TrainConfig` cannot express."""
@@ -105,13 +102,13 @@ class Port:
         ``numpy``/``jax``: ``(MLP, TrainConfig)``.  ``steps_per_epoch`` is needed by ``flax`` when the rate
         decays (Optax schedules count steps).
         """
-        exporters = {"torch": _export_torch, "keras": _export_keras, "flax": _export_flax,
-                     "numpy": functools.partial(_export_ours, "numpy"), "jax": functools.partial(_export_ours, "jax")}
-        if framework not in exporters:
-            raise ValueError(f"unknown framework {framework!r}; expected one of {list(exporters)}")
+        if framework not in FRAMEWORKS:
+            raise ValueError(f"unknown framework {framework!r}; expected one of {list(FRAMEWORKS)}")
         if framework == "flax":
             return _export_flax(self, steps_per_epoch)
-        return exporters[framework](self)
+        if framework in ("numpy", "jax"):
+            return _export_ours(framework, self)
+        return {"torch": _export_torch, "keras": _export_keras}[framework](self)
 
     def export_notes(self, framework: str) -> list[str]:
         """What an export to ``framework`` replaces or cannot keep, in words."""
@@ -197,7 +194,7 @@ def _instance_of(obj: object, module: str, *path: str) -> bool:
 def _import_torch(model: object, loss: object, optimizer: object, scheduler: object, early_stopping: object,
                   epochs: int, batch_size: int | None) -> Port:
     import torch
-    from torch import nn, optim
+    from torch import nn
 
     if not isinstance(model, nn.Module):
         raise UnsupportedModel(f"{type(model).__name__} is not a torch nn.Module")
@@ -275,7 +272,6 @@ def _import_torch(model: object, loss: object, optimizer: object, scheduler: obj
                                                     epochs, batch_size, notes)
     elif scheduler is not None:
         raise UnsupportedModel("a scheduler without its optimizer")
-    del optim
     return Port(spec, spec.check_params(params), config, "torch", notes, conventions,
                 source_objects=(model, loss, optimizer, scheduler))
 
@@ -373,8 +369,7 @@ def _torch_training(spec: MLPSpec, linears: list, optimizer: object, scheduler: 
     spec = replace(spec, l2=l2)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, lr_decay=decay, optimizer=rule,
                          shuffle=False, early_stopping=_early_stopping(early_stopping))
-    return spec, config, Conventions(bias_l2=bias_l2, momentum_form=form, decay_every=every,
-                                     penalty_reported=not (l2 or bias_l2))
+    return spec, config, Conventions(bias_l2=bias_l2, momentum_form=form, decay_every=every)
 
 
 def _torch_schedule(scheduler: object, optimizer: object, notes: list[str]) -> tuple[float, int]:
@@ -494,7 +489,7 @@ def _import_keras(model: object, callbacks: Sequence[object], early_stopping: ob
         notes.append("Keras L1/L2 on TensorFlow cast their factor through float32 on float64 weights (0.9 -> "
                      "2.6e-8 relative, 0.05 -> 1.5e-8): ported as the rounded factors Keras computes with")
     deviations: list[str] = []
-    loss_name, from_probabilities = _keras_loss(model, tail, notes, deviations)
+    loss_name = _keras_loss(model, tail, notes, deviations)
     spec = MLPSpec(tuple(sizes), hidden_activation=acts[0] if acts else "relu", loss=loss_name,
                    dropout=tuple(rates[:-1]), l1=kernel_l1, l2=2 * kernel_l2, dtype=dtype, **extra)
     if kernel_l2:
@@ -511,7 +506,7 @@ def _import_keras(model: object, callbacks: Sequence[object], early_stopping: ob
     else:
         notes.append("the model is not compiled: no loss or optimizer to port (read the layers only)")
     return Port(spec, spec.check_params(params), config, "keras", notes, conventions, deviations,
-                source_objects=(model, tuple(callbacks), from_probabilities))
+                source_objects=(model, tuple(callbacks)))
 
 
 def _keras_number(value: object, dtype: str) -> float:
@@ -557,14 +552,14 @@ def _check_keras_chain(model: object, layers: list) -> None:
                                "connection or several inputs)")
 
 
-def _keras_loss(model: object, tail: str, notes: list[str], deviations: list[str]) -> tuple[str, bool]:
-    """The spec's loss name of the compiled loss, and whether the loss takes probabilities."""
+def _keras_loss(model: object, tail: str, notes: list[str], deviations: list[str]) -> str:
+    """The spec's loss name of the compiled loss (from the output activation when not compiled)."""
     import keras
 
     if not getattr(model, "compiled", False):
         rule = {"sigmoid": "binary_crossentropy", "softmax": "categorical_crossentropy"}.get(tail, "mse")
         notes.append(f"no compiled loss: read as {rule} from the output activation {tail!r}")
-        return rule, tail != "identity"
+        return rule
     loss = model.loss
     by_name = {"binary_crossentropy": ("binary_crossentropy", False), "categorical_crossentropy":
                ("categorical_crossentropy", False), "sparse_categorical_crossentropy": ("categorical_crossentropy",
@@ -606,7 +601,7 @@ def _keras_loss(model: object, tail: str, notes: list[str], deviations: list[str
         if not from_logits:
             notes.append(f"Keras computes the probability loss from the logits behind its {wanted} layer (the "
                          "logits path: 30.0 at z=30, y=0), not from clipped probabilities: ported as from logits")
-    return name, not from_logits and name not in ("mse", "mae")
+    return name
 
 
 def _keras_training(model: object, conventions: Conventions, callbacks: Sequence[object], early_stopping: object,
@@ -790,7 +785,7 @@ def _import_flax(model: object, loss: object, optimizer: object, early_stopping:
                              lr_decay=found.decay, optimizer=found.rule, shuffle=False,
                              early_stopping=_early_stopping(early_stopping))
         conventions = Conventions(bias_l2=found.bias_l2, momentum_form=found.momentum_form,
-                                  decay_every=found.every, penalty_reported=not (found.l2 or found.bias_l2))
+                                  decay_every=found.every)
         notes += found.notes
     return Port(spec, spec.check_params(params), config, "flax", notes, conventions,
                 source_objects=(model, loss, optimizer))
@@ -1744,7 +1739,7 @@ def _source_copies(port: Port) -> tuple:
     if port.source == "keras":
         import keras
 
-        model, callbacks, _ = port.source_objects
+        model, callbacks = port.source_objects
         from impls.keras_backend import floatx
 
         # private (checked: Keras 3.15.1): the loss tracker's dtype is the floatx() the user compiled under

@@ -249,3 +249,62 @@ def test_keras_float32_losses_and_rounded_betas_are_deviations_measured_not_clai
     assert certificate.passed  # exact at the start; whole runs measured, with the reason
     assert all(limit is None and "float32" in remark for quantity, _, limit, remark in certificate.rows
                if quantity.startswith("parameters"))
+
+
+def test_inputs_of_the_wrong_width_are_refused_by_name():
+    model, loss, optimizer, scheduler = torch_source()
+    source = port.import_model(model, loss=loss, optimizer=optimizer, scheduler=scheduler, epochs=2)
+    X, y = data(5, 3)
+    with pytest.raises(ValueError, match="X has 5 features, the model expects 4"):
+        port.verify(source, "torch", X, y)
+
+
+def test_an_uncompiled_keras_model_ports_its_layers_but_has_no_training_setup():
+    keras = import_or_skip("keras")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    source = port.import_model(model)
+    assert source.config is None and any("not compiled" in note for note in source.notes)
+    X, y = data(4, 2)
+    with pytest.raises(port.UnsupportedModel, match="no training setup"):
+        port.verify(source, "torch", X, y)
+    with pytest.raises(port.UnsupportedModel, match="no training setup"):
+        source.script("torch")
+    net, _, optimizer, scheduler = source.export("torch")  # the layers still port
+    assert optimizer is None and scheduler is None and len(net) == 3
+
+
+def test_a_keras_model_that_is_not_a_chain_is_refused():
+    keras = import_or_skip("keras")
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(4, activation="relu")(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Add()([inputs, hidden]))
+    with pytest.raises(port.UnsupportedModel, match="Add"):
+        port.import_model(keras.Model(inputs, outputs))
+
+
+def test_a_pytree_needs_its_spec_and_must_fit_it():
+    from impls.spec import MLPSpec
+
+    pytree = [(np.ones((4, 3)), np.zeros(3)), (np.ones((3, 1)), np.zeros(1))]
+    with pytest.raises(port.UnsupportedModel, match="pass spec="):
+        port.import_model(pytree)
+    with pytest.raises(port.UnsupportedModel, match="does not fit the spec"):
+        port.import_model(pytree, spec=MLPSpec((4, 5, 1)))
+    read = port.import_model(pytree, spec=MLPSpec((4, 3, 1), "tanh", "mse"))
+    assert read.spec.hidden_activation == "tanh" and read.source == "jax"
+
+
+def test_verify_trains_copies_of_keras_and_flax_sources():
+    keras = import_or_skip("keras")
+    model, callbacks = keras_source()
+    source = port.import_model(model, callbacks=callbacks, epochs=2, batch_size=16)
+    X, y = data(4, 2)
+    port.verify(source, "torch", X, y, epochs=1)
+    assert int(model.optimizer.iterations.numpy()) == 0
+    del keras
+    flax_model, loss, tx = flax_source()
+    kernel = np.asarray(flax_model.layers[0].kernel.get_value()).copy()
+    ported = port.import_model(flax_model, loss=loss, optimizer=tx, epochs=1, batch_size=16)
+    port.verify(ported, "torch", *data(4, 3), epochs=1)
+    np.testing.assert_array_equal(np.asarray(flax_model.layers[0].kernel.get_value()), kernel)

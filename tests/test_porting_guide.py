@@ -34,11 +34,12 @@ def test_the_worked_ports_run(block, capsys):
         import_or_skip(module)
     import keras
 
-    floatx = keras.config.floatx()
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
     try:
         exec(compile(BLOCKS[block], f"{GUIDE.name}[block {block}]", "exec"), {"__name__": "__guide__"})
     finally:
         keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(policy)
     assert "| outputs at start |" in capsys.readouterr().out  # each prints its certificate
 
 
