@@ -308,3 +308,58 @@ def test_verify_trains_copies_of_keras_and_flax_sources():
     ported = port.import_model(flax_model, loss=loss, optimizer=tx, epochs=1, batch_size=16)
     port.verify(ported, "torch", *data(4, 3), epochs=1)
     np.testing.assert_array_equal(np.asarray(flax_model.layers[0].kernel.get_value()), kernel)
+
+
+def test_torch_losses_after_their_output_layers_port_with_their_notes():
+    torch = import_or_skip("torch")
+    nn, optim = torch.nn, torch.optim
+    torch.manual_seed(0)
+    X, y = data(4, 2)
+    binary = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 1), nn.Sigmoid()).double()
+    read = port.import_model(binary, loss=nn.BCELoss(), optimizer=optim.SGD(binary.parameters(), lr=0.1),
+                             epochs=2, batch_size=16)
+    assert read.spec.loss == "binary_crossentropy" and any("clamps log at -100" in n for n in read.notes)
+    assert port.verify(read, "flax", X, y).passed
+    multi = nn.Sequential(nn.Linear(4, 5), nn.ELU(0.5), nn.Linear(5, 3), nn.LogSoftmax(dim=1)).double()
+    optimizer = optim.SGD(multi.parameters(), lr=0.1, momentum=0.5)
+    read = port.import_model(multi, loss=nn.NLLLoss(), optimizer=optimizer,
+                             scheduler=optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5), epochs=3,
+                             batch_size=16)
+    assert (read.spec.loss, read.spec.elu_alpha, read.conventions.decay_every) == ("categorical_crossentropy", 0.5, 2)
+    assert port.verify(read, "keras", *data(4, 3), epochs=3).passed
+    regression = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Dropout(0.1), nn.Linear(5, 2)).double()
+    read = port.import_model(regression, loss=nn.L1Loss())
+    assert read.spec.loss == "mae" and read.spec.dropout_rates == (0.1,)
+
+
+def test_keras_functional_chains_and_exponential_decay_port():
+    keras = import_or_skip("keras")
+    from impls.keras_backend import floatx
+
+    with floatx("float64"):
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dense(5, activation="tanh")(inputs)
+        outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Dropout(0.0)(hidden))
+        model = keras.Model(inputs, outputs)
+        schedule = keras.optimizers.schedules.ExponentialDecay(np.float64(0.1), decay_steps=6,
+                                                               decay_rate=np.float64(0.5), staircase=True)
+        model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=np.float64(0.9)),
+                      loss=keras.losses.SparseCategoricalCrossentropy())
+    with pytest.raises(port.UnsupportedModel, match="steps_per_epoch"):
+        port.import_model(model)
+    read = port.import_model(model, epochs=4, batch_size=16, steps_per_epoch=3)
+    assert (read.config.lr_decay, read.conventions.decay_every) == (0.5, 2)
+    X, y = data(4, 3, n=48)  # 3 steps of 16 per epoch
+    certificate = port.verify(read, "torch", X, y, epochs=4, batch_size=16)
+    assert certificate.passed, certificate.to_markdown()
+
+
+def test_optax_forms_outside_the_spec_are_refused():
+    import_or_skip("flax")
+    import optax
+
+    model, loss, _ = flax_source()
+    for tx in (optax.adamw(1e-3, weight_decay=1e-2), optax.sgd(0.1, momentum=0.9, nesterov=True),
+               optax.adam(1e-3, eps_root=1e-8), optax.rmsprop(1e-3)):
+        with pytest.raises(port.UnsupportedModel):
+            port.import_model(model, loss=loss, optimizer=tx)
