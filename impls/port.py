@@ -2,7 +2,8 @@
 
 :func:`import_model` reads a native model (a PyTorch ``nn.Sequential`` with its loss, optimizer and
 scheduler; a Keras ``Sequential`` or functional chain, compiled or not; a Flax NNX ``nnx.Sequential``
-with an Optax transformation; a JAX ``[(W, b), ...]`` pytree; one of this project's ``.npz`` files) into a
+with an Optax transformation, identified by probing it with synthetic gradients; one of this project's
+``MLP`` objects or ``.npz`` files; a ``[(W, b), ...]`` pytree with its spec) into a
 :class:`Port`: the framework-neutral :class:`~impls.spec.MLPSpec` and canonical parameters, the
 :class:`~impls.spec.TrainConfig`, and :class:`Conventions` for what the source trains by and the spec
 does not define (decay of the biases, the momentum form under a changing rate, Keras's Adam epsilon, a
@@ -12,9 +13,13 @@ is approximated silently.
 
 :meth:`Port.export` builds the target framework's own objects, configured so that training them with that
 framework's usual loop on the same batches reproduces the source; where a stock optimizer cannot, a small
-replacement (:class:`VelocitySGD`, :class:`KerasAdam`, :func:`velocity_sgd`, :func:`keras_adam`) does, and
-a note says so.  :func:`verify` trains the source objects and the exported ones side by side and returns
-a :class:`Certificate` of their largest relative differences.
+replacement (``VelocitySGD``, ``KerasAdam``, ``BufferSGD``, :func:`velocity_sgd`, :func:`keras_adam`,
+:func:`epoch_decay`) does, and a note says so.  The NumPy and JAX targets are this project's implementations,
+which train by the spec alone: they refuse a port whose :class:`Conventions` go beyond it.
+:func:`verify` trains copies of the source objects and the exported ones side by side and returns a
+:class:`Certificate` of their largest relative differences; what the source computes that no export
+reproduces (``Port.deviations``) is measured there, not claimed.  :meth:`Port.script` and
+``python -m impls.port SOURCE --to FRAMEWORK --out FILE`` write a standalone training script.
 """
 
 from __future__ import annotations
