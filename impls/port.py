@@ -493,7 +493,7 @@ def _import_keras(model: object, callbacks: Sequence[object], early_stopping: ob
                                                                           or bias_l1):
         notes.append("Keras L1/L2 on TensorFlow cast their factor through float32 on float64 weights (0.9 -> "
                      "2.6e-8 relative, 0.05 -> 1.5e-8): ported as the rounded factors Keras computes with")
-    deviations: list[str] = []
+    deviations = [caveat] if (caveat := _keras_float64_caveat(dtype)) else []
     loss_name = _keras_loss(model, tail, notes, deviations)
     spec = MLPSpec(tuple(sizes), hidden_activation=acts[0] if acts else "relu", loss=loss_name,
                    dropout=tuple(rates[:-1]), l1=kernel_l1, l2=2 * kernel_l2, dtype=dtype, **extra)
@@ -512,6 +512,18 @@ def _import_keras(model: object, callbacks: Sequence[object], early_stopping: ob
         notes.append("the model is not compiled: no loss or optimizer to port (read the layers only)")
     return Port(spec, spec.check_params(params), config, "keras", notes, conventions, deviations,
                 source_objects=(model, tuple(callbacks)))
+
+
+def _keras_float64_caveat(dtype: str) -> str | None:
+    """Why float64 Keras is not exact on this backend, or ``None`` (TensorFlow): see docs/porting.md, float64."""
+    import keras
+
+    backend = keras.backend.backend()
+    if dtype != "float64" or backend == "tensorflow":
+        return None
+    what = {"jax": "ops.mean (in its losses) and ops.tanh compute float64 in float32",
+            "torch": "ops.matmul computes float64 in float32"}.get(backend, "float64 is not checked")
+    return f"Keras on {backend}: {what}"
 
 
 def _keras_number(value: object, dtype: str) -> float:
@@ -1787,10 +1799,14 @@ def verify(port: Port, target: str, X: np.ndarray, y: np.ndarray, epochs: int = 
     start = LIMITS["start"] if exact else None
     run = LIMITS["run"] if exact else None
     why = "" if exact else "float32: measured"
-    if exact and spec.uses_dropout:
+    deviations = list(port.deviations)
+    caveat = _keras_float64_caveat(spec.dtype) if target == "keras" else None
+    if caveat and caveat not in deviations:
+        deviations.append(caveat)
+    if exact and deviations:
+        start, run, why = None, None, "; ".join(deviations)
+    elif exact and spec.uses_dropout:
         run, why = None, "dropout: each framework draws its own masks"
-    elif exact and port.deviations:
-        start, run, why = None, None, "; ".join(port.deviations)
     rows: list[tuple[str, float | None, float | None, str]] = [
         ("outputs at start", _rel(other.predict(X), source.predict(X)), start, "" if start else why),
         ("data-loss gradients at start", _rel(_flat(other.gradients(X, y)), _flat(source.gradients(X, y))), start,
