@@ -187,3 +187,27 @@ def test_dropout_ports_exactly_at_the_start_and_statistically_in_training(source
         mean, error = port.dropout_loss(read, target, X, y, draws=400)
         reference, reference_error = port.dropout_loss(read, "numpy", X, y, draws=400)
         assert abs(mean - reference) < 4 * np.hypot(error, reference_error), (target, mean, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("source", ["numpy", "jax", "npz", "pytree"])
+def test_this_projects_models_files_and_pytrees_port_to_every_target(source, target, tmp_path):
+    from impls.exchange import save
+    from impls.registry import create
+    from impls.spec import Adam, MLPSpec, TrainConfig
+
+    import_or_skip({"numpy": "numpy", "jax": "jax", "npz": "numpy", "pytree": "numpy"}[source])
+    spec = MLPSpec((4, 6, 5, 1), "elu", "mse", elu_alpha=0.5, l2=1e-3)
+    model = create("jax" if source == "jax" else "numpy", spec, seed=3)
+    config = TrainConfig(epochs=2, batch_size=16, learning_rate=0.01, optimizer=Adam(), shuffle=False)
+    if source == "npz":
+        obj = save(tmp_path / "model.npz", spec, model.get_params())
+    elif source == "pytree":
+        obj = model.get_params()
+    else:
+        obj = model
+    read = port.import_model(obj, config=config, spec=spec if source == "pytree" else None)
+    assert read.spec == spec
+    case = Case("elu", "mse", "adam")
+    certify(read, target, case)
