@@ -359,8 +359,8 @@ def _torch_training(spec: MLPSpec, linears: list, optimizer: object, scheduler: 
     if kind is optim.SGD:
         momentum = float(group["momentum"])
         rule: SGD | Adam = SGD(momentum)
-        changing = decay != 1.0 and epochs > every
-        form = "buffer" if momentum and changing else "velocity"
+        # by the schedule, not by this config's epochs: the exports may well be trained for longer
+        form = "buffer" if momentum and decay != 1.0 else "velocity"
         if form == "buffer":
             notes.append("torch SGD keeps a buffer of raw gradients (b <- mu b + g; p -= lr b), which differs from "
                          "the spec's velocity once the scheduler changes lr: exported with that buffer form")
@@ -873,7 +873,8 @@ def _probe_optax(tx: Any, params: Any, epochs: int, steps_per_epoch: int | None)
         Z = [np.zeros(shape) for shape in shapes]
         adam_state = functools.partial(lambda kind, s: isinstance(s, kind), optax.ScaleByAdamState)
         is_adam = any(adam_state(s) for s in jax.tree.leaves(tx.init(tree(Z)), is_leaf=adam_state))
-        notes = [f"the Optax transformation was identified from its updates over {horizon} steps"]
+        notes = [f"the Optax transformation was identified from its updates over {horizon} steps "
+                 f"({horizon // (steps_per_epoch or 1)} epochs): a schedule that changes only later is not seen"]
         if is_adam:
             big = [1e6 * g for g in G]
             rates = [-ratio(u, [np.sign(g) for g in big]) for u in run([big] * horizon)]
@@ -1030,7 +1031,8 @@ def _simulate(reading: OptaxReading, rates: list[float], kernel: list[bool], gra
 
 
 def _changing_rate(port: Port) -> bool:
-    return port.config is not None and port.config.lr_decay != 1.0 and port.config.epochs > port.conventions.decay_every
+    """Whether the rate ever changes (then the two momentum forms differ), whatever the number of epochs."""
+    return port.config is not None and port.config.lr_decay != 1.0
 
 
 def _torch_notes(port: Port) -> list[str]:
