@@ -203,10 +203,10 @@ def _import_torch(model: object, loss: object, optimizer: object, scheduler: obj
 
     if not isinstance(model, nn.Module):
         raise UnsupportedModel(f"{type(model).__name__} is not a torch nn.Module")
-    if type(model).forward is not nn.Sequential.forward:
-        raise UnsupportedModel(f"{type(model).__name__} has its own forward(): only nn.Sequential (children applied "
-                               "in order) can be read without running arbitrary code")
     notes: list[str] = []
+    if type(model).forward is not nn.Sequential.forward:
+        _check_torch_chain(model)
+        notes.append(f"{type(model).__name__}.forward() was checked, on a probe input, to apply its children in order")
     activations = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: "identity",
                    nn.LeakyReLU: "leaky_relu", nn.ELU: "elu"}
     linears, hidden, rates, extra = [], [], [], {}
@@ -227,9 +227,9 @@ def _import_torch(model: object, loss: object, optimizer: object, scheduler: obj
                 raise UnsupportedModel(f"layer {position} ({kind.__name__}): two activations after one Linear")
             hidden.append(activations[kind])
             if kind is nn.LeakyReLU:
-                extra["leaky_slope"] = float(child.negative_slope)
+                _same_everywhere(extra, "leaky_slope", float(child.negative_slope))
             if kind is nn.ELU:
-                extra["elu_alpha"] = float(child.alpha)
+                _same_everywhere(extra, "elu_alpha", float(child.alpha))
             if getattr(child, "inplace", False):
                 notes.append(f"layer {position} ({kind.__name__}) is in-place; the export is not")
         elif kind is nn.Dropout and linears and len(hidden) == len(linears):
@@ -279,6 +279,39 @@ def _import_torch(model: object, loss: object, optimizer: object, scheduler: obj
         raise UnsupportedModel("a scheduler without its optimizer")
     return Port(spec, spec.check_params(params), config, "torch", notes, conventions,
                 source_objects=(model, loss, optimizer, scheduler))
+
+
+def _same_everywhere(extra: dict[str, float], name: str, value: float) -> None:
+    """Record an activation's parameter; the spec has one for every hidden layer."""
+    if extra.setdefault(name, value) != value:
+        raise UnsupportedModel(f"hidden layers with different {name} ({extra[name]} and {value}): the spec has one")
+
+
+def _check_torch_chain(model: Any) -> None:
+    """A module with its own forward() is read only if it applies its children in order: checked on a probe, in
+    evaluation mode (no dropout), the module's mode restored."""
+    import torch
+
+    children = list(model.children())
+    first = next((child for child in children if isinstance(child, torch.nn.Linear)), None)
+    if first is None:
+        raise UnsupportedModel(f"{type(model).__name__} has its own forward() and no Linear layer to read")
+    probe = torch.randn(3, first.in_features, dtype=first.weight.dtype, generator=torch.Generator().manual_seed(0))
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            chained = probe
+            for child in children:
+                chained = child(chained)
+            whole = model(probe)
+    except Exception as exc:  # any failure of the user's forward means: not a plain chain
+        raise UnsupportedModel(f"{type(model).__name__}.forward() is not a chain of its children ({exc})") from exc
+    finally:
+        model.train(training)
+    if not isinstance(whole, torch.Tensor) or whole.shape != chained.shape or not torch.allclose(whole, chained):
+        raise UnsupportedModel(f"{type(model).__name__} has its own forward() that does not apply its children in "
+                               "order (a custom forward)")
 
 
 def _torch_loss(loss: object, tail: str | None, notes: list[str]) -> str:
@@ -435,13 +468,14 @@ def _import_keras(model: object, callbacks: Sequence[object], early_stopping: ob
                                        "is not supported")
             if name != "linear":
                 acts.append(names[name])
-                extra.update({"leaky_relu": {"leaky_slope": 0.2}, "elu": {"elu_alpha": 1.0}}.get(name, {}))
+                for key, value in {"leaky_relu": {"leaky_slope": 0.2}, "elu": {"elu_alpha": 1.0}}.get(name, {}).items():
+                    _same_everywhere(extra, key, value)  # Keras's defaults for the named activations
         elif isinstance(layer, (keras.layers.Activation, keras.layers.LeakyReLU, keras.layers.ReLU)) and dense:
             if len(acts) == len(dense):
                 raise UnsupportedModel(f"layer {layer.name!r}: two activations after one Dense")
             if isinstance(layer, keras.layers.LeakyReLU):
                 acts.append("leaky_relu")
-                extra["leaky_slope"] = layer.negative_slope
+                _same_everywhere(extra, "leaky_slope", float(layer.negative_slope))
             elif isinstance(layer, keras.layers.ReLU):
                 if layer.max_value is not None or layer.negative_slope or layer.threshold:
                     raise UnsupportedModel(f"ReLU layer {layer.name!r} with max_value/negative_slope/threshold")
@@ -759,9 +793,9 @@ def _import_flax(model: object, loss: object, optimizer: object, early_stopping:
             if set(keywords) - {allowed} or (layer is not function and not keywords):
                 raise UnsupportedModel(f"layer {position}: {name} with arguments {keywords}")
             if name == "leaky_relu":
-                extra["leaky_slope"] = float(keywords.get("negative_slope", 0.01))
+                _same_everywhere(extra, "leaky_slope", float(keywords.get("negative_slope", 0.01)))
             if name == "elu":
-                extra["elu_alpha"] = float(keywords.get("alpha", 1.0))
+                _same_everywhere(extra, "elu_alpha", float(keywords.get("alpha", 1.0)))
             acts.append(name)
         else:
             raise UnsupportedModel(f"layer {position} ({getattr(layer, '__name__', type(layer).__name__)}) is not "

@@ -192,6 +192,22 @@ def test_torch_optimizer_options_outside_the_spec_are_refused():
 
     with pytest.raises(port.UnsupportedModel, match="own forward"):
         port.import_model(Custom(), loss=nn.CrossEntropyLoss())
+
+    class Chain(nn.Module):  # a module whose children are applied in order: read, after a check
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.act, self.out = nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.out(self.act(self.hidden(x)))
+
+    chain = Chain()
+    read = port.import_model(chain, loss=nn.CrossEntropyLoss())
+    assert read.spec.layer_sizes == (4, 3, 2) and chain.training
+    assert any("checked, on a probe input" in note for note in read.notes)
+    mixed = nn.Sequential(nn.Linear(4, 3), nn.LeakyReLU(0.1), nn.Linear(3, 3), nn.LeakyReLU(0.2), nn.Linear(3, 2))
+    with pytest.raises(port.UnsupportedModel, match="different leaky_slope"):
+        port.import_model(mixed, loss=nn.CrossEntropyLoss())
     with pytest.raises(port.UnsupportedModel, match="carries no loss"):
         port.import_model(model)
 
