@@ -319,7 +319,7 @@ class MLP(ABC):
         data = self._prepare_data(X, Y)
         history = History()
         best, best_params, waited = math.inf, None, 0
-        params = self.get_params()  # the last finite parameters: one copy per epoch, checked and reused
+        params = self._restore_point()  # the last finite parameters: one copy per epoch, checked and reused
         for epoch in range(1, config.epochs + 1):
             lr = config.learning_rate_at(epoch)
             batches = batch_order(X.shape[0], config.batch_size, config.seed, epoch, config.shuffle)
@@ -349,17 +349,25 @@ class MLP(ABC):
             self._set_params(best_params)
         return history
 
-    def _check_epoch(self, epoch: int, loss: float, learning_rate: float, last_finite: Params) -> Params:
+    def _restore_point(self) -> Params | None:
+        """What ``fit`` returns to if its first epoch diverges: the parameters now (``None``: a model that has
+        none before its first epoch, like the scikit-learn baseline)."""
+        return self.get_params()
+
+    def _check_epoch(self, epoch: int, loss: float, learning_rate: float, last_finite: Params | None) -> Params:
         """After each epoch, in every implementation: a NaN/inf loss or parameter is :class:`TrainingDiverged`,
         and the model goes back to ``last_finite``, its parameters when the epoch started.  Returns a copy of
         the (finite) parameters after the epoch."""
         params = self.get_params()
         if math.isfinite(loss) and params_finite(params):
             return params
-        self._set_params(last_finite)
+        restored = "the parameters are left as they are (there were none before it)"
+        if last_finite is not None:
+            self._set_params(last_finite)
+            restored = f"the parameters are restored to their values before epoch {epoch}"
         raise TrainingDiverged(
-            f"training diverged in epoch {epoch}: loss {loss}, learning rate {learning_rate:g}; the parameters are "
-            f"restored to their values before epoch {epoch}; lower the learning rate or check the inputs' scale")
+            f"training diverged in epoch {epoch}: loss {loss}, learning rate {learning_rate:g}; {restored}; "
+            "lower the learning rate or check the inputs' scale")
 
 
 def params_finite(params: Params) -> bool:

@@ -246,7 +246,7 @@ class SpecEpochs(keras.callbacks.Callback):
     def __init__(self, spec: MLPSpec, config: TrainConfig, n_samples: int,
                  validation: tuple[np.ndarray, np.ndarray] | None, forward: Callable[[np.ndarray], np.ndarray],
                  on_epoch_end: Callable[[int, History], None] | None,
-                 check_epoch: Callable[[int, float, float, Params], Params], params: Params) -> None:
+                 check_epoch: Callable[[int, float, float, Params | None], Params], params: Params | None) -> None:
         super().__init__()
         self.check_epoch, self._last_finite = check_epoch, params
         self.spec, self.config, self.n_samples = spec, config, n_samples

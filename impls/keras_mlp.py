@@ -322,7 +322,7 @@ class KerasMLP(MLP):
         self._use_optimizer(config.optimizer)
         self.reset_optimizer()
         epochs = SpecEpochs(self.spec, config, X.shape[0], val, self._forward, on_epoch_end,
-                            self._check_epoch, self.get_params())
+                            self._check_epoch, self._restore_point())
         callbacks: list[keras.callbacks.Callback] = [
             keras.callbacks.LearningRateScheduler(lambda epoch: config.learning_rate_at(epoch + 1)),
             epochs,  # before EarlyStopping: it adds the val_loss that EarlyStopping monitors

@@ -258,7 +258,8 @@ class NumpyMLP(MLP):
         return output(self.spec, logits(self.spec, self.params, X, self.no_dropout))
 
     def _loss(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> float:
-        return objective(self.spec, self.params, X, Y, self.spec.dropout_scales(masks))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing loss is reported by loss(), by value
+            return objective(self.spec, self.params, X, Y, self.spec.dropout_scales(masks))
 
     def _gradients(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> Params:
         return backprop(self.spec, self.params, X, Y, self.spec.dropout_scales(masks))[1]

@@ -129,6 +129,22 @@ def availability() -> dict[str, str | None]:
     return out
 
 
+def markdown_table() -> str:
+    """The README's list of implementations and baselines (``python -m impls`` prints it)."""
+    def line(name: str, found: Entry, role: str) -> str:
+        backends = ", ".join(found.backends) or "—"
+        extra = f"`.[{found.extra}]`" if found.extra else "—"
+        modes = ", ".join(f"`{mode}`" for mode in found.modes)
+        path = found.module.replace(".", "/") + ".py"
+        return f"| `{name}` | [`{path}`]({path}) `{found.cls}` | {role} | {modes} | {backends} | {extra} |"
+
+    rows = [line(name, found, "reference" if name == REFERENCE else "implementation")
+            for name, found in IMPLEMENTATIONS.items()]
+    rows += [line(name, found, "baseline (bench only)") for name, found in BASELINES.items()]
+    header = ["| name | file, class | role | modes | backends | pip extra |", "|---|---|---|---|---|---|"]
+    return "\n".join([*header, *rows])
+
+
 def create(name: str, spec: MLPSpec, seed: int = 0, mode: str = "default") -> MLP:
     """Build implementation ``name`` of ``spec``, initialized from ``seed``, in execution ``mode``."""
     return load(name)(spec, seed, mode)

@@ -138,6 +138,9 @@ class SklearnMLP(MLP):
         self._config = config
         return super().fit(X, y, config, validation, on_epoch_end)
 
+    def _restore_point(self) -> Params | None:
+        return self.get_params() if self.estimator is not None and hasattr(self.estimator, "coefs_") else None
+
     def _settings(self, learning_rate: float, n_samples: int) -> dict[str, object]:
         """The estimator's training settings from this fit's ``config`` (the mapping above)."""
         config = self._config

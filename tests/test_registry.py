@@ -50,3 +50,11 @@ def test_a_bogus_keras_backend_breaks_neither_the_registry_nor_test_collection()
                               "tests/frameworks", "tests/test_bad_input.py"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert collect.returncode == 0, collect.stdout[-3000:]
+
+
+def test_readme_lists_exactly_the_registry() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- registry:begin -->\n", 1)[1].split("\n<!-- registry:end -->", 1)[0]
+    assert block == registry.markdown_table(), "README's implementation table is stale: paste `python -m impls`"
+    for name in [*registry.IMPLEMENTATIONS, *registry.BASELINES]:
+        assert f"| `{name}` |" in block
