@@ -1236,8 +1236,8 @@ def _export_torch(port: Port) -> tuple:
     for layer, (W, b) in enumerate(port.params):
         linear = nn.Linear(*W.shape, dtype=dtype)
         with torch.no_grad():
-            linear.weight.copy_(torch.as_tensor(W.T))
-            linear.bias.copy_(torch.as_tensor(b))
+            linear.weight.copy_(torch.as_tensor(np.array(W.T)))  # a copy: W may be read-only
+            linear.bias.copy_(torch.as_tensor(np.array(b)))
         layers.append(linear)
         if layer < spec.n_layers - 1:
             layers.append(hidden[spec.hidden_activation]())
@@ -1657,9 +1657,11 @@ class _KerasTrainer(_Trainer):
         capture = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: snapshots.append(self.params()))
         from impls.keras_backend import floatx
 
+        # early stopping is out of the certificate: it trains without validation data, as the other loops do
+        callbacks = [c for c in self.callbacks if not isinstance(c, keras.callbacks.EarlyStopping)]
         with floatx(self.spec.dtype):  # fit casts float NumPy inputs to floatx()
             history = self.model.fit(X, self._targets(y), batch_size=self.batch_size, epochs=len(batches),
-                                     shuffle=False, verbose=0, callbacks=[*self.callbacks, capture])
+                                     shuffle=False, verbose=0, callbacks=[*callbacks, capture])
         return [float(v) for v in history.history["loss"]], snapshots
 
 

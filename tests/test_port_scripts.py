@@ -5,7 +5,6 @@ it trains are those of the source trained by its own framework's loop (float64, 
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 import sys
@@ -39,10 +38,20 @@ def run_script(ported: port.Port, framework: str, X: np.ndarray, y: np.ndarray, 
     return [trained[f"{kind}{layer}"] for layer in range(ported.spec.n_layers) for kind in ("W", "b")]
 
 
-def torch_trained(model, loss_fn, optimizer, scheduler, X, y, epochs: int, batch_size: int) -> list[np.ndarray]:
-    """The torch source trained by PyTorch's usual loop, on a copy."""
+def torch_source():
+    """Issue 10's torch model and training setup, built afresh (the same weights on every call)."""
     torch = import_or_skip("torch")
-    model, loss_fn, optimizer, scheduler = copy.deepcopy((model, loss_fn, optimizer, scheduler))
+    nn, optim = torch.nn, torch.optim
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    return model, nn.CrossEntropyLoss(), optimizer, optim.lr_scheduler.ExponentialLR(optimizer, 0.9)
+
+
+def torch_trained(X: np.ndarray, y: np.ndarray, epochs: int, batch_size: int) -> list[np.ndarray]:
+    """The torch source trained by PyTorch's usual loop."""
+    torch = import_or_skip("torch")
+    model, loss_fn, optimizer, scheduler = torch_source()
     inputs, targets = torch.as_tensor(X), torch.as_tensor(y, dtype=torch.long)
     for _ in range(epochs):
         for start in range(0, len(X), batch_size):
@@ -56,20 +65,14 @@ def torch_trained(model, loss_fn, optimizer, scheduler, X, y, epochs: int, batch
 
 @pytest.mark.parametrize("framework", ["torch", "keras", "flax"])
 def test_the_torch_sequential_of_issue_10_runs_as_a_standalone_script(framework, tmp_path):
-    torch = import_or_skip("torch")
     import_or_skip({"torch": "torch", "keras": "keras", "flax": "flax"}[framework])
-    nn, optim = torch.nn, torch.optim
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
-    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    scheduler = optim.lr_scheduler.ExponentialLR(optimizer, 0.9)
-    loss_fn = nn.CrossEntropyLoss()
+    model, loss_fn, optimizer, scheduler = torch_source()
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
     ported = port.import_model(model, loss=loss_fn, optimizer=optimizer, scheduler=scheduler, epochs=2,
                                batch_size=16)
-    expected = torch_trained(model, loss_fn, optimizer, scheduler, X, y, 2, 16)
     trained = run_script(ported, framework, X, y, tmp_path)
+    expected = torch_trained(X, y, 2, 16)
     assert max_rel_error(np.concatenate([a.ravel() for a in trained]),
                          np.concatenate([a.ravel() for a in expected])) <= TRAJECTORY
 
