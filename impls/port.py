@@ -1345,8 +1345,7 @@ def _export_keras(port: Port) -> tuple:
             optimizer = _keras_buffer_sgd()(lr, optimizer_float(rule.momentum))
         else:
             optimizer = keras.optimizers.SGD(lr, momentum=optimizer_float(rule.momentum))
-        # assigned, not given to the constructor: on TensorFlow the constructor casts the rate through float32
-        optimizer.learning_rate = config.learning_rate
+        optimizer.learning_rate = config.learning_rate  # one line for every optimizer (SpecAdam starts at 0.001)
         model.compile(optimizer=optimizer, loss=loss)
     callbacks: list = []
     if config.lr_decay != 1.0:
@@ -2100,7 +2099,7 @@ def build_model() -> keras.Sequential:
     arrays = np.load(WEIGHTS)
     model.set_weights([arrays[f"{{kind}}{{layer}}"] for layer in range({spec.n_layers}) for kind in ("W", "b")])
     optimizer = {optimizer}
-    optimizer.learning_rate = LEARNING_RATE  # assigned: on TensorFlow the constructor rounds it through float32
+    optimizer.learning_rate = LEARNING_RATE
     model.compile(optimizer=optimizer, loss={loss})
     return model
 
