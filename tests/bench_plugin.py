@@ -74,13 +74,17 @@ class LoadedMLP(NumpyMLP):
     def fit(self, X, y, config, validation=None, on_epoch_end=None):
         if len(X) <= (config.batch_size or len(X)) or not _first_time("load"):  # not the one-batch cold start
             return super().fit(X, y, config, validation, on_epoch_end)
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        # another process, not a child: a waited-for child's CPU time is the worker's own (os.times), so the
+        # busy loop is started by a short-lived intermediate and killed by pid (init reaps it)
+        spawn = ("import subprocess, sys; "
+                 "print(subprocess.Popen([sys.executable, '-c', 'while True: pass'], start_new_session=True, "
+                 "stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)")
+        busy = int(subprocess.run([sys.executable, "-c", spawn], capture_output=True, text=True, check=True).stdout)
         try:
             time.sleep(0.6)
             return super().fit(X, y, config, validation, on_epoch_end)
         finally:
-            busy.kill()
-            busy.wait()
+            os.kill(busy, signal.SIGKILL)
 
 
 class HangingMLP(NumpyMLP):
