@@ -241,8 +241,9 @@ def _aa_lines(results: ResultsDir) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError):
         return []
     status = "passed" if verdict.get("passed") else "failed"
+    link = f"{layout.AA}/{layout.COMPARE_MD}"
     return ["## A/A check", "",
-            f"Two quick runs of the same code, compared ({layout.AA}/{layout.COMPARE_MD}): **{status}**. × fastest "
+            f"Two quick runs of the same code, compared ([{link}]({link})): **{status}**. × fastest "
             f"agreed within ±{float(verdict['agreement']):.0%} for {share:.0%} of {cells} cells (target ≥ "
             f"{float(verdict['within_target']):.0%}); `compare` flagged {flagged} cells (target 0).", ""]
 
