@@ -40,7 +40,7 @@ Where Flax's and Optax's defaults differ from the spec (each pinned by
 * ``nnx.Linear`` draws its kernel with ``lecun_normal`` (a truncated normal) unless told; the spec's
   initializers are given as ``kernel_init``.  ``initializers.he_normal``/``glorot_normal`` are truncated
   too, so ``variance_scaling(..., "normal")`` is used; ``initializers.uniform(s)`` draws from ``[0, s)``.
-* ``nnx.leaky_relu'(0) = 1``: leaky ReLU is ``jnp.where(z > 0, ...)``.  ``jnp.abs'(0) = 1``: :func:`abs_`
+* ``nnx.leaky_relu'(0) = 1``: leaky ReLU is ``jnp.where(z > 0, ...)``.  ``jnp.abs'(0) = 1``: :func:`impls.jax_mlp.abs_`
   has the spec's ``sign`` derivative.
 * Parameters are float32 unless ``param_dtype`` says otherwise, and float64 needs JAX's x64 mode, which
   is off by default: every entry point of a float64 model runs inside ``jax.enable_x64(True)`` and of a
@@ -65,6 +65,7 @@ import optax
 from flax import nnx
 
 from impls.base import MLP, History, NativeRun, check_native_support
+from impls.jax_mlp import abs_  # jnp.abs'(0) = 1; Flax computes with JAX, so the JAX mapping serves as is
 from impls.spec import SGD, Adam, MLPSpec, Optimizer, Params, TrainConfig
 
 Scales = list[jax.Array | None]
@@ -187,18 +188,6 @@ def layer_dropout(spec: MLPSpec) -> Scales:
 
 
 # ---- losses --------------------------------------------------------------------------
-
-
-@jax.custom_jvp
-def abs_(x: jax.Array) -> jax.Array:
-    """``|x|`` whose derivative at 0 is 0 (``sign``), as the spec defines; ``jnp.abs'(0)`` is 1."""
-    return jnp.abs(x)
-
-
-@abs_.defjvp
-def _abs_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
-    (x,), (t,) = primals, tangents
-    return jnp.abs(x), jnp.sign(x) * t
 
 
 DATA_LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
