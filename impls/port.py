@@ -1069,10 +1069,17 @@ def _changing_rate(port: Port) -> bool:
     return port.config is not None and port.config.lr_decay != 1.0
 
 
+def _momentum_form_matters(port: Port, form: str) -> bool:
+    """Whether the port trains with SGD momentum in ``form`` ("velocity" or "buffer") under a changing rate, where
+    the two forms differ: a target whose stock optimizer has the other form needs a replacement."""
+    config = port.config
+    return (config is not None and isinstance(config.optimizer, SGD) and bool(config.optimizer.momentum)
+            and _changing_rate(port) and port.conventions.momentum_form == form)
+
+
 def _torch_notes(port: Port) -> list[str]:
     notes = []
-    if port.config is not None and isinstance(port.config.optimizer, SGD) and port.config.optimizer.momentum \
-            and _changing_rate(port) and port.conventions.momentum_form == "velocity":
+    if _momentum_form_matters(port, "velocity"):
         notes.append("torch SGD's buffer momentum differs from the velocity form once the rate changes: exported "
                      "as VelocitySGD, a small torch.optim.Optimizer with v <- mu v - lr g")
     if port.config is not None and port.conventions.adam_epsilon == "uncorrected":
@@ -1105,8 +1112,7 @@ def _keras_notes(port: Port) -> list[str]:
     if port.spec.dtype == "float64":
         notes.append("model.fit casts float NumPy inputs to keras.config.floatx() (float32 by default; ~1e-9 in the "
                      "parameters after two epochs): fit with floatx set to float64")
-    if port.config is not None and isinstance(port.config.optimizer, SGD) and port.config.optimizer.momentum \
-            and _changing_rate(port) and port.conventions.momentum_form == "buffer":
+    if _momentum_form_matters(port, "buffer"):
         notes.append("Keras SGD keeps the velocity form: exported as BufferSGD, a small keras optimizer with "
                      "b <- mu b + g, p -= lr b")
     if port.config is not None and isinstance(port.config.optimizer, Adam) \
@@ -1123,8 +1129,7 @@ def _keras_notes(port: Port) -> list[str]:
 
 def _flax_notes(port: Port) -> list[str]:
     notes = []
-    if port.config is not None and isinstance(port.config.optimizer, SGD) and port.config.optimizer.momentum \
-            and _changing_rate(port) and port.conventions.momentum_form == "velocity":
+    if _momentum_form_matters(port, "velocity"):
         notes.append("optax.sgd traces raw gradients: exported as chain(scale_by_learning_rate, trace), the velocity "
                      "form")
     if port.config is not None and port.conventions.adam_epsilon == "uncorrected":
