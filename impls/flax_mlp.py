@@ -50,13 +50,12 @@ Where Flax's and Optax's defaults differ from the spec (each pinned by
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -65,19 +64,14 @@ import optax
 from flax import nnx
 
 from impls.base import MLP, History, NativeRun, check_native_support
-from impls.jax_mlp import abs_  # jnp.abs'(0) = 1; Flax computes with JAX, so the JAX mapping serves as is
+
+# Flax computes with JAX, so the JAX file's mappings serve as they are: |x| with derivative 0 at 0, and x64 per model
+from impls.jax_mlp import abs_, in_precision, precision
 from impls.spec import SGD, Adam, MLPSpec, Optimizer, Params, TrainConfig
 
 Scales = list[jax.Array | None]
 """Inverted-dropout multipliers ``keep / (1 - p)``, ``(n, width)`` per hidden layer; ``None``: the model's
 ``nnx.Dropout`` there (the identity in evaluation mode)."""
-
-_Method = TypeVar("_Method", bound=Callable[..., Any])
-
-
-def precision(spec: MLPSpec) -> contextlib.AbstractContextManager[None]:
-    """``jax_enable_x64`` on for a float64 spec, off for a float32 one, until the ``with`` block ends."""
-    return jax.enable_x64(spec.dtype == "float64")
 
 
 # ---- parameters ----------------------------------------------------------------------
@@ -333,20 +327,6 @@ _objective = nnx.jit(objective, static_argnums=0, graph=False)
 _value_and_grad = nnx.jit(nnx.value_and_grad(objective, argnums=1), static_argnums=0, graph=False)
 
 
-def _in_precision(method: _Method) -> _Method:
-    """Run a model method with ``jax_enable_x64`` set for the model's dtype, restored afterwards.
-
-    Without x64, JAX turns float64 into float32 silently; setting the flag globally would change every
-    other JAX computation in the process.  The flag is part of JAX's trace context, so the compiled
-    functions are cached per setting.
-    """
-
-    @functools.wraps(method)
-    def wrapper(self: FlaxMLP, *args: Any, **kwargs: Any) -> Any:
-        with precision(self.spec):
-            return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 # ---- the interface -------------------------------------------------------------------
@@ -379,25 +359,25 @@ class FlaxMLP(MLP):
                                              graph=False)
                        for rule, optimizer in self._optimizers.items()} if mode == "scan" else {}
 
-    @_in_precision
+    @in_precision
     def get_params(self) -> Params:
         return [(np.array(linear.kernel[...]), np.array(linear.bias[...])) for linear in self.model.linears]
 
-    @_in_precision
+    @in_precision
     def _set_params(self, params: Params) -> None:
         for linear, (W, b) in zip(self.model.linears, params):
             linear.kernel[...] = jnp.asarray(W)
             linear.bias[...] = jnp.asarray(b)
 
-    @_in_precision
+    @in_precision
     def _forward(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(_forward(self._static, self._inference, jnp.asarray(X)))
 
-    @_in_precision
+    @in_precision
     def _loss(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> float:
         return float(_objective(self._static, self._inference, jnp.asarray(X), jnp.asarray(Y), self._scales(masks)))
 
-    @_in_precision
+    @in_precision
     def _gradients(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> Params:
         _, grads = _value_and_grad(self._static, self._inference, jnp.asarray(X), jnp.asarray(Y),
                                    self._scales(masks))
@@ -408,13 +388,13 @@ class FlaxMLP(MLP):
     def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, optimizer: Optimizer) -> float:
         return self._run_epoch(*self._prepare_data(X, Y), [np.arange(len(X))], learning_rate, optimizer)
 
-    @_in_precision
+    @in_precision
     def reset_optimizer(self) -> None:
         for optimizer in self._optimizers.values():
             # in place: the compiled scans hold this optimizer's variables
             nnx.update(optimizer, nnx.state(nnx.Optimizer(self.model, optimizer.tx, wrt=nnx.Param)))
 
-    @_in_precision
+    @in_precision
     def native_params(self) -> nnx.State:
         """A copy of the model's parameter ``nnx.State``: ``linears.{l}.kernel`` ``(fan_in, fan_out)`` and
         ``linears.{l}.bias`` ``(fan_out,)`` for each layer ``l``.
@@ -437,12 +417,12 @@ class FlaxMLP(MLP):
         self.set_params([tuple(np.asarray(flat["linears", layer, kind][...]) for kind in ("kernel", "bias"))
                          for layer in range(self.spec.n_layers)])
 
-    @_in_precision
+    @in_precision
     def _prepare_data(self, X: np.ndarray, Y: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """The training set on the device once per fit: ``X: (n, n_inputs)``, ``Y: (n, n_outputs)``."""
         return jnp.asarray(X), jnp.asarray(Y)
 
-    @_in_precision
+    @in_precision
     def _run_epoch(self, X: jax.Array, Y: jax.Array, batches: list[np.ndarray], learning_rate: float,
                    optimizer: Optimizer) -> float:
         values = hyperparameters(optimizer, learning_rate)

@@ -257,7 +257,7 @@ def precision(spec: MLPSpec) -> contextlib.AbstractContextManager[None]:
     return jax.enable_x64(spec.dtype == "float64")
 
 
-def _in_precision(method: _Method) -> _Method:
+def in_precision(method: _Method) -> _Method:
     """Run a model method with ``jax_enable_x64`` set for the model's dtype, restored afterwards.
 
     Without x64, JAX turns float64 inputs into float32 silently; setting the flag globally
@@ -266,7 +266,7 @@ def _in_precision(method: _Method) -> _Method:
     """
 
     @functools.wraps(method)
-    def wrapper(self: JaxMLP, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:  # a model with a ``spec``
         with precision(self.spec):
             return method(self, *args, **kwargs)
 
@@ -306,31 +306,31 @@ class JaxMLP(MLP):
     def get_params(self) -> Params:
         return [(np.array(W), np.array(b)) for W, b in self.params]
 
-    @_in_precision
+    @in_precision
     def _set_params(self, params: Params) -> None:
         self.params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
 
-    @_in_precision
+    @in_precision
     def _forward(self, X: np.ndarray) -> np.ndarray:
         return np.array(self._outputs(self.params, X))
 
-    @_in_precision
+    @in_precision
     def _loss(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> float:
         return float(self._objective(self.params, X, Y, self.spec.dropout_scales(masks)))
 
-    @_in_precision
+    @in_precision
     def _gradients(self, X: np.ndarray, Y: np.ndarray, masks: list[np.ndarray | None]) -> Params:
         _, grads = self._value_and_grad(self.params, X, Y, self.spec.dropout_scales(masks))
         return [(np.array(gW), np.array(gb)) for gW, gb in grads]
 
-    @_in_precision
+    @in_precision
     def _train_step(self, X: np.ndarray, Y: np.ndarray, learning_rate: float, optimizer: Optimizer) -> float:
         step, _ = self._steps(optimizer)
         carry, value = step(self._carry(optimizer), X, Y, np.arange(X.shape[0]), learning_rate)
         self._keep(optimizer, carry)
         return float(value)
 
-    @_in_precision
+    @in_precision
     def reset_optimizer(self) -> None:
         zeros = jax.tree.map(jnp.zeros_like, self.params)
         self._opt_state: dict[type, OptState] = {
@@ -354,12 +354,12 @@ class JaxMLP(MLP):
         leaves, treedef = jax.tree.flatten(native)
         self.set_params(jax.tree.unflatten(treedef, [np.asarray(leaf) for leaf in leaves]))
 
-    @_in_precision
+    @in_precision
     def _prepare_data(self, X: np.ndarray, Y: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """The training set on the device once per fit: ``X: (n, n_inputs)``, ``Y: (n, n_outputs)``."""
         return jnp.asarray(X), jnp.asarray(Y)
 
-    @_in_precision
+    @in_precision
     def _run_epoch(self, X: jax.Array, Y: jax.Array, batches: list[np.ndarray], learning_rate: float,
                    optimizer: Optimizer) -> float:
         step, epoch = self._steps(optimizer)
