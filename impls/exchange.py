@@ -11,15 +11,35 @@ weight list, a JAX pytree) are reached through the implementation's
 A file is untrusted input: :func:`load` reads no pickles, checks every array's shape and
 dtype from its ``.npy`` header before decompressing any data, bounds the JSON header, and
 turns every defect into a ``ValueError`` that names the file and the problem.
+
+A file says what network its arrays belong to *completely*: every field of :class:`MLPSpec`
+must be in its header, and a missing one is refused, never filled with the field's default
+(a ``tanh`` model read as the default ``relu`` would compute other outputs without a word).
+
+The format is versioned (:data:`FORMAT`).  Reading applies :data:`MIGRATIONS` in order, each
+turning a header of an older format into one of the next, then requires every field.  Adding a
+field to :class:`MLPSpec` therefore takes two steps:
+
+1. bump :data:`FORMAT` (``.../params-v1`` to ``.../params-v2``);
+2. register one function ``MIGRATIONS["mlp-four-frameworks/params-v1"] = _v1_to_v2`` that copies
+   the header, sets its ``"format"`` to v2 and fills the new field in ``header["spec"]`` with the
+   value a v1 file can only have meant: what every model behaved as before the field existed,
+   which need not be the field's new default.
+
+Files of every older format then load, and a v2 file that lacks the field is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +49,14 @@ from impls.registry import create
 from impls.spec import MLPSpec, Params
 
 FORMAT = "mlp-four-frameworks/params-v1"
+"""The format :func:`save` writes; :func:`load` reads it and every format in :data:`MIGRATIONS`."""
+
+MIGRATIONS: dict[str, Callable[[dict], dict]] = {}
+"""``{older format: function(header) -> header of the next format}``, applied in order by :func:`load`.
+
+Each function takes the whole header (``{"format": ..., "spec": {...}}``, as read from the file) and
+returns the header of the next format, its ``"format"`` included.  Empty while v1 is the only format.
+"""
 MAX_HEADER_CHARS = 65_536
 """Largest JSON header accepted (a spec is a few hundred characters)."""
 
@@ -51,7 +79,10 @@ def save(path: str | Path, spec: MLPSpec, params: Params) -> Path:
     """Write ``params`` (validated against ``spec``) and the spec to ``path`` (``.npz``), atomically.
 
     The archive is written to a temporary file beside ``path`` and renamed over it, so a reader
-    never sees half a file and an interrupted save leaves the old file in place.
+    never sees half a file and an interrupted save leaves the old file in place.  Permissions are
+    those ``np.savez`` gives: a new file ``0o666`` less the umask, an existing file keeps its mode.
+    A file that cannot be written raises the ``OSError`` subclass of the cause (``FileNotFoundError``,
+    ``PermissionError``, ...) with a message that names ``path``.
     """
     params = spec.check_params(params)
     arrays = {}
@@ -59,15 +90,62 @@ def save(path: str | Path, spec: MLPSpec, params: Params) -> Path:
         arrays[f"W{i}"], arrays[f"b{i}"] = W, b
     header = json.dumps({"format": FORMAT, "spec": asdict(spec)}, default=_json_value)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: Path | None = None
     try:
+        fd, tmp = _create_beside(path)
         with os.fdopen(fd, "wb") as fh:  # an open file keeps numpy from appending ".npz" to the name
             np.savez(fh, header=np.array(header), **arrays)
+        with contextlib.suppress(FileNotFoundError):  # a new file keeps the mode the umask gave it
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))  # a replaced file keeps its permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise _write_error(exc, path) from None  # the cause names the temporary file, which the caller never saw
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _create_beside(path: Path) -> tuple[int, Path]:
+    """A new, uniquely named hidden file in ``path``'s folder, open for writing: its descriptor and path.
+
+    Created by ``open(2)`` with mode ``0o666``, so the kernel applies the umask (or the folder's default
+    ACL) exactly as for the file ``np.savez`` would create.  Reading the umask to compute the mode instead
+    would need ``os.umask`` set-and-restore, which changes it for every thread in between, or
+    ``/proc/self/status``, which only Linux has.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
+
+
+def _write_error(exc: OSError, path: Path) -> OSError:
+    """``exc`` (raised on the temporary file) as the same ``OSError`` subclass, worded for ``path``."""
+    folder = path.parent
+    if isinstance(exc, FileNotFoundError) and not os.path.isdir(folder):
+        reason = f"the folder {folder} does not exist"
+    elif isinstance(exc, NotADirectoryError):
+        reason = f"{folder} is not a folder"
+    elif isinstance(exc, IsADirectoryError) or os.path.isdir(path):
+        reason = "it is a folder"
+    elif isinstance(exc, PermissionError):
+        reason = (f"permission denied in the folder {folder} (the file is written beside its target and "
+                  "renamed over it, so the folder must be writable)")
+    elif exc.errno == errno.EROFS:
+        reason = f"the folder {folder} is on a read-only file system"
+    else:
+        reason = exc.strerror or str(exc)
+    error = type(exc)(f"cannot write {path}: {reason}")
+    error.errno = exc.errno
+    return error
 
 
 HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -101,6 +179,26 @@ def _read_array(archive: zipfile.ZipFile, name: str, path: Path) -> np.ndarray:
             raise ValueError(f"{path}: array {name!r} cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
+def _migrate(header: dict, path: Path) -> dict:
+    """``header`` brought to :data:`FORMAT` by :data:`MIGRATIONS`, one format at a time."""
+    seen: list[str] = []
+    while (version := header.get("format")) != FORMAT:
+        step = MIGRATIONS.get(version) if isinstance(version, str) else None
+        if step is None:
+            raise ValueError(f"{path}: unknown format {version!r}; this version reads {[FORMAT, *MIGRATIONS]} "
+                             "(a newer version of this project may have written the file)")
+        if version in seen:
+            raise RuntimeError(f"MIGRATIONS go round in a circle: {[*seen, version]}")
+        seen.append(version)
+        try:
+            header = step(dict(header))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a damaged header of that format
+            raise ValueError(f"{path}: a {version!r} header that cannot be read ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(header, dict):
+            raise RuntimeError(f"the migration from {version!r} returned {type(header).__name__}, not a header dict")
+    return header
+
+
 def _read_spec(archive: zipfile.ZipFile, path: Path) -> MLPSpec:
     if "header.npy" not in archive.namelist():
         raise ValueError(f"{path} is not a parameter file of this project (no header)")
@@ -114,17 +212,21 @@ def _read_spec(archive: zipfile.ZipFile, path: Path) -> MLPSpec:
         raise ValueError(f"{path}: the header is not valid JSON ({type(exc).__name__})") from exc
     if not isinstance(header, dict):
         raise ValueError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown format {header.get('format')!r}, expected {FORMAT!r}")
+    header = _migrate(header, path)
     raw = header.get("spec")
-    if not isinstance(raw, dict) or "layer_sizes" not in raw:
-        raise ValueError(f"{path}: the header has no spec with layer_sizes")
-    unknown = sorted(set(raw) - set(MLPSpec.__dataclass_fields__))
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the header has no spec (a JSON object of MLPSpec's fields)")
+    names = {f.name for f in fields(MLPSpec)}
+    unknown = sorted(set(raw) - names)
     if unknown:
         raise ValueError(f"{path}: the spec has unknown fields {unknown}")
-    fields = {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
+    missing = sorted(names - set(raw))
+    if missing:
+        raise ValueError(f"{path}: the spec lacks the fields {missing}; a {FORMAT} file gives every field of "
+                         "MLPSpec, and a missing one is not read as its default")
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
     try:
-        return MLPSpec(**fields)
+        return MLPSpec(**values)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid spec: {exc}") from exc
 

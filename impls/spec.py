@@ -174,6 +174,35 @@ def init_rule(name: str, fan_in: int, fan_out: int, init_scale: float = 1.0) -> 
     return InitRule(distribution, scale)
 
 
+def _as_array(value: object, what: str) -> np.ndarray:
+    """``value`` (an array, a nested list, a framework tensor) as a NumPy array, or an error naming ``what``.
+
+    A tensor that records gradients (a torch tensor with ``requires_grad=True``, an ``nn.Parameter``) is
+    data here, never part of a graph: it is detached and read, as a tensor without gradients is.  Tensors
+    are recognised by their ``detach`` method, so this module imports no framework.  A tensor on an
+    accelerator (``cuda``, ``mps``) or without data (``meta``) is refused by name rather than copied to the
+    host behind the caller's back: the copy is a device synchronisation the caller should see.
+    """
+    if callable(getattr(value, "detach", None)):
+        device = getattr(value, "device", None)
+        kind = getattr(device, "type", None)
+        if kind == "meta":
+            raise TypeError(f"{what} is a tensor on device meta, which holds no values")
+        if isinstance(kind, str) and kind != "cpu":
+            raise TypeError(f"{what} is a tensor on device {device}; the models read host memory: "
+                            f"pass it as tensor.detach().cpu()")
+        try:
+            value = value.detach()
+        except Exception as exc:  # a foreign object with a detach of its own: say which, do not guess
+            raise TypeError(f"{what} ({type(value).__name__}) cannot be detached for reading: {exc}") from exc
+    try:
+        return np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"{what} is not a rectangular array ({type(value).__name__}): {exc}") from exc
+    except (TypeError, RuntimeError) as exc:  # e.g. a bfloat16 tensor NumPy has no dtype for
+        raise TypeError(f"{what} ({type(value).__name__}) cannot be read as a NumPy array: {exc}") from exc
+
+
 def _check_choice(kind: str, value: object, choices: Sequence[str]) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"unknown {kind} {value!r}; expected one of {sorted(choices)}")
@@ -322,7 +351,7 @@ class MLPSpec:
         ``(n, n_outputs)``.  Regression: ``(n,)`` for one output or ``(n, n_outputs)``.
         """
         k = self.n_outputs
-        arr = np.asarray(y)
+        arr = _as_array(y, "y")
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise TypeError(f"y must be numeric, got dtype {arr.dtype}")
         if np.issubdtype(arr.dtype, np.complexfloating):
@@ -381,7 +410,7 @@ class MLPSpec:
             if mask is None:
                 out.append(None)
                 continue
-            m = np.asarray(mask)
+            m = _as_array(mask, f"dropout mask {layer}")
             if m.shape != (n_samples, width):
                 raise ValueError(f"dropout mask {layer} must have shape ({n_samples}, {width}), got {m.shape}")
             if not np.all((m == 0) | (m == 1)):
@@ -402,7 +431,7 @@ class MLPSpec:
                 for w, p in zip(self.hidden_sizes, self.dropout_rates)]
 
     def _as_float_array(self, value: object, what: str) -> np.ndarray:
-        arr = np.asarray(value)
+        arr = _as_array(value, what)
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise TypeError(f"{what} must be a numeric array, got dtype {arr.dtype}")
         if np.issubdtype(arr.dtype, np.complexfloating):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from impls import EarlyStopping, MLPSpec, TrainConfig, create, load
+from tests.conftest import import_or_skip
 
 BINARY = MLPSpec((3, 4, 1), "relu", "binary_crossentropy", dropout=0.2)
 MULTI = MLPSpec((3, 4, 5), "tanh", "categorical_crossentropy")
@@ -26,6 +29,8 @@ X = np.ones((4, 3))
     (BINARY, X, [0, 1, np.nan, 1], ValueError, "y contains NaN"),
     (BINARY, np.array([["a", "b", "c"]] * 4), [0, 1, 0, 1], TypeError, "X must be a numeric array"),
     (BINARY, np.zeros((0, 3)), np.zeros(0), ValueError, "X has no samples"),
+    (BINARY, [[1, 2, 3], [1, 2], [1, 2, 3], [1, 2, 3]], [0, 1, 0, 1], ValueError, "X is not a rectangular array"),
+    (BINARY, X, [0, [1], 0, 1], ValueError, "y is not a rectangular array"),
 ])
 def test_bad_data_is_rejected_by_every_entry_point(impl_name, spec, X, y, error, match):
     model = create(impl_name, spec)
@@ -206,3 +211,71 @@ def test_train_config_types_are_checked_by_name(kwargs, error, match):
 def test_numpy_scalars_are_accepted_as_hyper_parameters():
     config = TrainConfig(momentum=np.float32(0.5), learning_rate=np.float64(0.1), epochs=np.int64(3))
     assert config.optimizer.momentum == 0.5 and config.epochs == 3 and type(config.epochs) is int
+
+
+# ---- framework tensors as data -------------------------------------------------------------
+
+TANH = MLPSpec((3, 4, 2), "tanh", "categorical_crossentropy")
+
+
+def test_a_torch_tensor_that_requires_grad_is_read_as_data(impl_name):
+    """Tensors with ``requires_grad=True`` (and ``nn.Parameter``s) are detached and read, in every entry point."""
+    torch = import_or_skip("torch")
+    rng = np.random.default_rng(0)
+    X_np, y_np = rng.normal(size=(6, 3)), rng.integers(0, 2, 6).astype(np.float64)
+    X_t, y_t = torch.tensor(X_np, requires_grad=True), torch.tensor(y_np, requires_grad=True)
+    model, twin = create(impl_name, TANH, seed=1), create(impl_name, TANH, seed=1)
+    start = [(W + 0.1, b + 0.1) for W, b in model.get_params()]
+    params = [(torch.nn.Parameter(torch.tensor(W)), torch.tensor(b, requires_grad=True)) for W, b in start]
+    model.set_params(params)
+    twin.set_params(start)
+    assert all(np.array_equal(a, b) for pa, pb in zip(model.get_params(), twin.get_params()) for a, b in zip(pa, pb))
+    np.testing.assert_array_equal(model.forward(X_t), twin.forward(X_np))
+    assert model.loss(X_t, y_t) == twin.loss(X_np, y_np)
+    for pair, pair_np in zip(model.gradients(X_t, y_t), twin.gradients(X_np, y_np)):
+        for g, g_np in zip(pair, pair_np):
+            np.testing.assert_array_equal(g, g_np)
+    assert model.train_step(X_t, y_t, 0.1) == twin.train_step(X_np, y_np, 0.1)
+    config = TrainConfig(epochs=1, batch_size=3)
+    assert model.fit(X_t, y_t, config).loss == twin.fit(X_np, y_np, config).loss
+    assert X_t.grad is None and y_t.grad is None and X_t.requires_grad, "the caller's tensors are left as they were"
+    np.testing.assert_array_equal(X_t.detach().numpy(), X_np)
+    for (W_t, b_t), (W, b) in zip(params, start):  # training the model did not write into the caller's tensors
+        np.testing.assert_array_equal(W_t.detach().numpy(), W)
+        np.testing.assert_array_equal(b_t.detach().numpy(), b)
+
+
+class _TensorOn:
+    """What a tensor on an accelerator shows of itself: a ``detach`` method and a ``device`` with a ``type``."""
+
+    def __init__(self, kind: str) -> None:
+        self.device = type("Device", (), {"type": kind, "__str__": lambda _: f"{kind}:0"})()
+
+    def detach(self) -> _TensorOn:
+        return self
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(f"can't convert {self.device.type}:0 device type tensor to numpy")
+
+
+@pytest.mark.parametrize("where", ["X", "y", "params"])
+def test_a_tensor_on_an_accelerator_is_refused_by_name(impl_name, where):
+    model = create(impl_name, TANH)
+    before = model.get_params()
+    X_ok, y_ok = np.ones((2, 3)), [0, 1]
+    call = {"X": lambda: model.loss(_TensorOn("cuda"), y_ok),
+            "y": lambda: model.fit(X_ok, _TensorOn("cuda"), TrainConfig(epochs=1)),
+            "params": lambda: model.set_params([(before[0][0], _TensorOn("cuda")), before[1]])}[where]
+    what = {"X": "X", "y": "y", "params": "params[0] b"}[where]
+    with pytest.raises(TypeError, match=re.escape(f"{what} is a tensor on device cuda:0; the models read host "
+                                                  "memory: pass it as tensor.detach().cpu()")):
+        call()
+    assert all(np.array_equal(a, b) for pa, pb in zip(before, model.get_params()) for a, b in zip(pa, pb))
+
+
+def test_tensors_numpy_cannot_hold_are_refused_by_name():
+    torch = import_or_skip("torch")
+    with pytest.raises(TypeError, match="X is a tensor on device meta, which holds no values"):
+        TANH.check_X(torch.ones((2, 3), device="meta"))
+    with pytest.raises(TypeError, match=r"X \(Tensor\) cannot be read as a NumPy array: .*BFloat16"):
+        TANH.check_X(torch.ones((2, 3), dtype=torch.bfloat16))
