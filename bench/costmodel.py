@@ -14,7 +14,9 @@ each time; 95 % percentile intervals of the overhead ``a`` (seconds), the throug
 and any prediction ``a + b F``.
 
 A prediction outside the measured FLOP range of a row is an extrapolation, and the model knows only
-what its points varied (width at batch 256 in the ``sweep`` profile): it is said so.
+what its points varied (width at batch 256 in the ``sweep`` profile): it is said so, with how far outside
+(``extrapolated ×N beyond the sweep``), and it gets no interval, since the bootstrap measures the spread
+of the line where it was fitted, not whether it still holds elsewhere.
 
 Crossover of rows ``i`` and ``j``: ``F* = (a_j - a_i) / (b_i - b_j)``, where the row with the smaller
 overhead stops being the faster one (only where ``F* > 0``).
@@ -79,6 +81,12 @@ class Fit:
 
     def extrapolates(self, flops: float) -> bool:
         return not self.flops_range[0] <= flops <= self.flops_range[1]
+
+    def beyond(self, flops: float) -> float:
+        """How far ``flops`` lies outside the measured range, as a factor (1 inside it): ``flops`` ÷ the largest
+        measured, or the smallest measured ÷ ``flops``."""
+        low, high = self.flops_range
+        return flops / high if flops > high else low / flops if flops < low else 1.0
 
 
 def _quantiles(values: np.ndarray) -> tuple[float, float]:
@@ -207,17 +215,20 @@ def fastest(fits: dict[tuple[str, str], Fit], low: float, high: float, steps: in
 
 def predictions(fits: dict[tuple[str, str], Fit], flops: float, batch: int | None = None) -> pd.DataFrame:
     """Each fit's predicted step time at ``flops`` (seconds, with its interval), fastest first; ``note`` says
-    where the request lies outside what the row measured (FLOPs, batch)."""
+    where the request lies outside what the row measured (FLOPs, batch), and ``beyond`` how far outside the
+    measured FLOPs it lies (a factor, 1 inside).  Outside, the interval covers the bootstrap's spread of the
+    fitted line only, not whether the line still holds there: it is no interval at all (``NaN``)."""
     lines = []
     for (row, mode), f in fits.items():
-        low, high = f.interval(flops)
+        low, high = f.interval(flops) if not f.extrapolates(flops) else (np.nan, np.nan)
         notes = []
         if f.extrapolates(flops):
-            notes.append(f"extrapolated: measured {f.flops_range[0]:.3g}–{f.flops_range[1]:.3g} FLOP")
+            notes.append(f"extrapolated ×{f.beyond(flops):.3g} beyond the sweep: measured "
+                         f"{f.flops_range[0]:.3g}–{f.flops_range[1]:.3g} FLOP")
         if batch is not None and f.batches and batch not in f.batches:
             notes.append(f"batch {batch} not measured ({', '.join(map(str, f.batches))})")
         lines.append({"row": row, "mode": mode, "step_s": float(f.predict(flops)), "low_s": low, "high_s": high,
-                      "note": "; ".join(notes)})
+                      "beyond": f.beyond(flops), "note": "; ".join(notes)})
     return pd.DataFrame(lines).sort_values("step_s", ignore_index=True)
 
 

@@ -5,12 +5,14 @@
     results/
       run.json               every run into this directory: settings, plan (rounds x tasks), wall time
       raw/r<round>/<id>.json one record per task and round, written atomically the moment it finishes
-      .cache/                data sets as loaded once (``.npz``), so workers need not import scikit-learn
+      .cache/                data sets as loaded once (``.npz``), so workers need not import scikit-learn; named by
+                             the loader's code, parameters and library versions, checked against a digest
       README.md, results.csv, samples.csv, epochs.csv, ceiling.csv, results.json, plots/   the report
       costmodel.csv, crossovers.csv   the fitted cost model (:mod:`bench.costmodel`), where sizes were swept
       sweep/                 ``python -m bench run --profile sweep``: the cost model's records
       micro/                 ``nox -s microbench``: pytest-benchmark JSON per row, phases.csv, README.md
       aa/                    ``python -m bench aa``: runs ``a/`` and ``b/`` of the same code, compare.md/json
+      .lock                  while a run measures into the directory: held (``flock``), says who and since when
 
 A record that cannot be read or lacks what its status promises is *malformed*: it is reported,
 never trusted, and its task runs again.
@@ -18,15 +20,21 @@ never trusted, and its task runs again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 RAW = "raw"
 RUN_FILE = "run.json"
 CACHE = ".cache"
+LOCK = ".lock"
 PLOTS = "plots"
 AA = "aa"
 README = "README.md"
@@ -120,6 +128,10 @@ class ResultsDir:
         return self.root / CACHE
 
     @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK
+
+    @property
     def plots(self) -> Path:
         return self.root / PLOTS
 
@@ -164,10 +176,79 @@ class ResultsDir:
         runs = data.get("runs") if isinstance(data, dict) else None
         return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
 
+    def layout_problem(self, rounds: list[int] | tuple[int, ...] = ()) -> str | None:
+        """Why a run could not write here (``None`` when it can): a file where the directory, or a folder it
+        creates (``raw/``, ``raw/r<round>/`` for ``rounds``, ``.cache/``), must be, or a folder where a file must be."""
+        for parent in reversed(self.root.parents):
+            if parent.exists() and not parent.is_dir():
+                return f"{str(parent)!r} is a file, so {str(self.root)!r} cannot be a results directory"
+        if self.root.exists() and not self.root.is_dir():
+            return f"{str(self.root)!r} is a file, not a results directory"
+        for folder in (self.raw, *(self.raw / round_name(r) for r in rounds), self.cache):
+            if folder.exists() and not folder.is_dir():
+                return f"{str(folder)!r} is a file where the results directory needs a folder"
+        for file in (self.run_file, self.lock_file):
+            if file.is_dir():
+                return f"{str(file)!r} is a folder where the results directory needs a file"
+        return None
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the directory's lock file (``fcntl.flock``, not waiting) while measuring into it, with who holds it
+        (pid, host, start time, ``command``) written inside; raises :class:`Locked` naming the holder when another
+        process has it.  The kernel releases the lock when its process dies: a file left by a dead run blocks
+        nothing.  The file is removed on release (while still locked, and a lock taken on a file that was removed
+        meanwhile is taken again on the new one), so a finished run leaves none behind."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Locked(self.root, _holder(self.lock_file)) from None
+            held = os.fstat(fd)
+            try:
+                now = os.stat(self.lock_file)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                break
+            os.close(fd)  # the holder before us removed this file as we opened it: lock the one there now
+        try:
+            holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"), "command": command}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                self.lock_file.unlink()
+            os.close(fd)
+
     def add_run(self, run: dict) -> None:
         """Append (or, for the same ``run_id``, replace) a run in ``run.json``."""
         runs = [r for r in self.runs() if r.get("run_id") != run["run_id"]]
         write_json(self.run_file, {"runs": [*runs, run]})
+
+
+class Locked(RuntimeError):
+    """Another process is measuring into the results directory; the message says who."""
+
+    def __init__(self, root: Path, holder: dict | None) -> None:
+        if holder:
+            who = (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started_utc')} UTC: "
+                   f"{holder.get('command')}")
+        else:
+            who = "a process that has not written its name yet"
+        super().__init__(f"{str(root)!r} is in use by another run ({who}); wait for it to finish or use another "
+                         "--out")
+        self.holder = holder
+
+
+def _holder(path: Path) -> dict | None:
+    found = read_json(path)
+    return found if isinstance(found, dict) else None
 
 
 def _checked(path: Path) -> tuple[dict | None, Malformed | None]:

@@ -8,11 +8,17 @@ downloaded.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import itertools
+import json
 import os
+import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -81,36 +87,107 @@ class Workload:
 
     def load(self, cache: Path | None = None) -> Data:
         """The data; with a ``cache`` folder, kept there as ``.npz`` (workers then need not import
-        scikit-learn).  A cache file that cannot be read whole is rebuilt."""
+        scikit-learn).
+
+        The file's name carries :meth:`cache_key` (the loader's code, its parameters, the libraries that
+        made the arrays), so an edited loader gets a new file instead of the old data.  The file holds the
+        :func:`data_digest` of its arrays; one that cannot be read whole, or whose arrays do not match their
+        digest (replaced, truncated, edited by hand), is rebuilt, with a one-line note on stderr.
+        """
         if cache is None:
             return self.loader(self.params)
         path = Path(cache) / self.cache_name
         try:
             with np.load(path) as z:
                 arrays = {k: z[k] for k in z.files}
-            y_scale = float(arrays.pop("y_scale"))
-            return Data(**arrays, y_scale=y_scale)
+            stored = str(arrays.pop(DIGEST))
+            if data_digest(arrays) == stored:
+                y_scale = float(arrays.pop("y_scale"))
+                return Data(**arrays, y_scale=y_scale)
+            print(f"data cache {path}: its arrays do not match their digest (replaced or damaged); rebuilt",
+                  file=sys.stderr)
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
-            path.unlink(missing_ok=True)  # corrupted or from another layout: rebuilt below
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            print(f"data cache {path}: cannot be read ({type(exc).__name__}); rebuilt", file=sys.stderr)
+        path.unlink(missing_ok=True)
         data = self.loader(self.params)
+        arrays = {"y_scale": np.asarray(data.y_scale, dtype=np.float64),
+                  **{k: v for k, v in vars(data).items() if isinstance(v, np.ndarray)}}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-        np.savez(tmp, y_scale=data.y_scale,
-                 **{k: v for k, v in vars(data).items() if isinstance(v, np.ndarray)})
+        np.savez(tmp, **arrays, **{DIGEST: np.asarray(data_digest(arrays))})
         os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
         return data
 
+    def cache_key(self) -> str:
+        """What the cached data depends on, hashed (SHA-256, 16 hex digits): the source of this module (the
+        loaders and the helpers they call), the loader's own source and module (a plugin's loader lives
+        elsewhere), the parameters, and the versions of NumPy and scikit-learn, which generate and split the data."""
+        digest = hashlib.sha256()
+        for text in (_file_bytes(__file__), _loader_code(self.loader),
+                     json.dumps(sorted((str(k), str(v)) for k, v in self.params.items())).encode(),
+                     json.dumps(data_library_versions(), sort_keys=True).encode()):
+            digest.update(text + b"\0")
+        return digest.hexdigest()[:16]
+
     @property
     def cache_name(self) -> str:
-        """The data's file name in a cache folder: its loader and parameters."""
+        """The data's file name in a cache folder: its loader and parameters, readable, then :meth:`cache_key`."""
         key = "-".join(f"{k}{v}" for k, v in sorted(self.params.items()))
-        return f"{self.loader.__name__}{'-' + key if key else ''}.npz"
+        return f"{self.loader.__name__}{'-' + key if key else ''}-{self.cache_key()}.npz"
 
     def flops_per_step(self, batch: int | None = None) -> int:
         """Analytic FLOPs of one training step on a full batch (see :func:`dense_flops`)."""
         return dense_flops(self.layer_sizes, batch or self.batch_size)
+
+
+DIGEST = "digest"
+"""The entry of a cache file that holds the :func:`data_digest` of its other arrays."""
+
+
+def data_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 (hex) over every array's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+@functools.cache
+def data_library_versions() -> dict[str, str | None]:
+    """The versions of the libraries that make the data (read from the package metadata: nothing is imported)."""
+    out: dict[str, str | None] = {}
+    for name in ("numpy", "scikit-learn"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _file_bytes(path: str | None) -> bytes:
+    try:
+        return Path(path).read_bytes() if path else b""
+    except OSError:
+        return b""
+
+
+def _loader_code(loader: Callable) -> bytes:
+    """The loader's name, its source and its module's source (read now: an edit shows at once), or, where the
+    source is not available, its compiled code."""
+    name = f"{getattr(loader, '__module__', '')}.{getattr(loader, '__qualname__', repr(loader))}".encode()
+    try:
+        source = inspect.getsource(loader).encode()
+        module_file = inspect.getsourcefile(loader)
+    except (OSError, TypeError):
+        code = getattr(loader, "__code__", None)
+        source = repr((code.co_code, code.co_consts, code.co_names)).encode() if code is not None else b""
+        module_file = None
+    same = module_file is not None and Path(module_file).resolve() == Path(__file__).resolve()
+    return name + b"\0" + source + b"\0" + (b"" if same else _file_bytes(module_file))
 
 
 def dense_flops(layer_sizes: tuple[int, ...], batch: int) -> int:

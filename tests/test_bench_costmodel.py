@@ -67,7 +67,10 @@ def test_predictions_flag_extrapolation_and_unmeasured_batches() -> None:
     assert inside["step_s"] == pytest.approx(1e-4 + 0.1) and inside["note"] == ""
     assert inside["low_s"] <= inside["step_s"] <= inside["high_s"]
     outside = costmodel.predictions(fits, 1e11, batch=128).iloc[0]
-    assert "extrapolated" in outside["note"] and "batch 128 not measured" in outside["note"]
+    assert "extrapolated ×20 beyond the sweep" in outside["note"] and "batch 128 not measured" in outside["note"]
+    assert outside["beyond"] == pytest.approx(20.0) and inside["beyond"] == 1.0
+    assert np.isnan(outside["low_s"]) and np.isnan(outside["high_s"])  # no interval that looks precise out there
+    assert costmodel.predictions(fits, 1e5).iloc[0]["beyond"] == pytest.approx(20.0)  # below the sweep, too
 
 
 def test_crossover_arithmetic() -> None:
@@ -103,8 +106,9 @@ def test_predict_rejects_bad_layer_strings(layers: str, capsys: pytest.CaptureFi
 def test_predict_without_a_model_says_how_to_get_one(capsys: pytest.CaptureFixture, tmp_path) -> None:
     from bench.__main__ import main
 
-    assert main(["predict", "--layers", "784,512,10", "--batch", "128", "--out", str(tmp_path)]) == 1
-    assert "--profile sweep" in capsys.readouterr().err
+    assert main(["predict", "--layers", "784,512,10", "--batch", "128", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--profile sweep" in err and len(err.splitlines()) == 1
 
 
 def test_the_sweep_profile_sweeps_width_for_spec_rows_in_every_mode() -> None:

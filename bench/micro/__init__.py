@@ -79,8 +79,16 @@ def load_benchmarks(folder: Path) -> pd.DataFrame:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path}: not a pytest-benchmark JSON file ({exc})") from None
-        for bench in data.get("benchmarks", []):
-            info, stats = bench.get("extra_info", {}), bench["stats"]
+        benchmarks = data.get("benchmarks", []) if isinstance(data, dict) else None
+        if not isinstance(benchmarks, list) or not all(isinstance(b, dict) for b in benchmarks):
+            raise ValueError(f"{path}: not a pytest-benchmark JSON file (no list of benchmarks)")
+        for bench in benchmarks:
+            info, stats = bench.get("extra_info", {}), bench.get("stats")
+            if not isinstance(info, dict):
+                continue
+            if not (isinstance(stats, dict) and all(isinstance(stats.get(k), (int, float))
+                                                    for k in ("median", "q1", "q3", "rounds"))):
+                raise ValueError(f"{path}: benchmark {bench.get('name')!r} has no statistics")
             if {"row", "mode", "workload", "phase"} <= set(info):
                 lines.append({**{k: info[k] for k in ("row", "mode", "workload", "phase")},
                               "median_s": stats["median"], "q1_s": stats["q1"], "q3_s": stats["q3"],
