@@ -249,13 +249,12 @@ class Model:
 
 def from_records(root: Path) -> Model:
     """Fit every row and mode of the records in ``root`` (the plan its runs name, usable rounds)."""
-    from bench import summary
+    from bench import layout, summary
     from bench.layout import ResultsDir
-    from bench.report import select_plan
 
     results = ResultsDir(root)
     records, _ = results.records()
-    records = select_plan(records, results.runs())
+    records = layout.select_plan(records, results.runs())
     samples, ceiling = summary.samples_frame(records), summary.ceiling_frame(records)
     rounds = summary.per_round(samples, ceiling) if not samples.empty else samples
     pts = points(rounds)
@@ -335,9 +334,9 @@ def plot_roofline(model: Model, plots: Path) -> str | None:
     (the step time at the run's matmul ceiling).  Returns the file name, or ``None`` without fits."""
     if not model.fits:
         return None
-    from bench.report import _pyplot, _save
+    from bench.plots import pyplot, save
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     colors = plt.cm.tab20(np.linspace(0, 1, max(len(model.fits), 2)))
     low = min(f.flops_range[0] for f in model.fits.values()) / 2
@@ -358,4 +357,4 @@ def plot_roofline(model: Model, plots: Path) -> str | None:
     ax.set_title("cost model: overhead + FLOPs / throughput (float32)")
     ax.legend(fontsize=6, ncol=2)
     plots.mkdir(parents=True, exist_ok=True)
-    return _save(fig, plots / "roofline.png")
+    return save(fig, plots / "roofline.png")

@@ -267,3 +267,15 @@ def _checked(path: Path) -> tuple[dict | None, Malformed | None]:
 def _round_of(path: Path) -> int | None:
     name = path.parent.name
     return int(name[1:]) if name.startswith("r") and name[1:].isdigit() else None
+
+
+def select_plan(records: list[dict], runs: list[dict]) -> list[dict]:
+    """The records planned by the last run without ``--only`` and by the filtered runs after it (all the
+    records when no run left a plan): a ``quick`` run after a ``full`` one reports ``quick``'s rounds, and
+    ``run --only digits`` re-measures digits without hiding the rest."""
+    start = max((i for i, r in enumerate(runs) if not r.get("only")), default=0)
+    plans = [r["plan"] for r in runs[start:] if isinstance(r.get("plan"), dict)]
+    if not plans:
+        return records
+    planned = {(round_, task) for plan in plans for round_ in plan.get("rounds", []) for task in plan.get("tasks", [])}
+    return [r for r in records if (r["round"], r["task"]["id"]) in planned]

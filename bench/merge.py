@@ -1,6 +1,6 @@
 """``python -m bench merge DIR... --out DIR``: results directories (other machines, cluster shards) as one.
 
-Every source contributes the records its own report shows (:func:`bench.report.select_plan`); records are
+Every source contributes the records its own report shows (:func:`bench.layout.select_plan`); records are
 grouped by the machine that measured them (:func:`bench.env.machine_id` of the record's environment: CPU
 model, logical CPUs and memory; nodes of one kind count as one machine).  Where two sources hold the same
 task and round from the same machine, the later one (``started_utc``) is kept.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import env
+from bench import env, layout
 from bench.layout import ResultsDir
 
 MACHINES = "machines"
@@ -30,7 +30,6 @@ def machine_of(record: dict) -> str:
 
 def merge(sources: list[Path], out: Path) -> dict[str, int]:
     """Merge ``sources`` into ``out`` (which must hold no records yet); returns the records kept per machine."""
-    from bench.report import select_plan
 
     target = ResultsDir(out)
     if any(target.raw.glob("r*/*.json")) or (target.root / MACHINES).exists():
@@ -41,7 +40,7 @@ def merge(sources: list[Path], out: Path) -> dict[str, int]:
         results = ResultsDir(source)
         source_runs = results.runs()
         found, _ = results.records()
-        for record in select_plan(found, source_runs):
+        for record in layout.select_plan(found, source_runs):
             machine = machine_of(record)
             key = (record["round"], record["task"]["id"])
             kept = records.setdefault(machine, {}).get(key)
