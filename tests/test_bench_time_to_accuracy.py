@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from bench import report, summary, workloads  # noqa: E402
 from bench.cells import Cell  # noqa: E402
 from bench.rows import NATIVE, Row  # noqa: E402
-from bench.worker import trainer  # noqa: E402
+from bench.worker import metrics, trainer  # noqa: E402
 from impls.numpy_mlp import NumpyMLP, native_fit  # noqa: E402
 
 
@@ -56,3 +56,29 @@ def test_a_spec_run_records_its_accuracy_after_every_epoch_and_a_native_run_none
     _, _, native_curve = trainer(Cell(Row("numpy", NATIVE), "default", "circles"), spec, 0, native_fit)(
         config, data.X_train, data.y_train, None, test)
     assert native_curve == []
+
+
+def test_the_curve_is_the_test_splits_accuracy_after_each_epoch_not_the_training_splits() -> None:
+    """The worker's spec-row trainer on circles: each curve value is the model's accuracy on the test split after
+    that epoch, recomputed here from a subclass that records both splits' accuracies at every epoch end; the
+    training split's accuracy differs from it in some epochs (70/30 split: 140 and 60 samples) and at the end,
+    where the curve's last value is also the test accuracy the worker's metrics report."""
+    workload = workloads.WORKLOADS["circles"]
+    data, spec, config = workload.load(), workload.spec("float64"), workload.config(0, epochs=8)
+    seen: list[tuple[float, float]] = []  # (train accuracy, test accuracy) at each epoch's end
+
+    class Recording(NumpyMLP):
+        def fit(self, X, y, config, validation=None, on_epoch_end=None):
+            def record(epoch, history):
+                seen.append((self.accuracy(data.X_train, data.y_train), self.accuracy(data.X_test, data.y_test)))
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, history)
+            return super().fit(X, y, config, validation, record)
+
+    _, outputs, curve = trainer(Cell(Row("numpy"), "default", "circles"), spec, 0, Recording)(
+        config, data.X_train, data.y_train, None, (data.X_test, data.y_test))
+    train_accuracy, test_accuracy = (list(column) for column in zip(*seen))
+    assert [accuracy for _, accuracy in curve] == test_accuracy
+    assert train_accuracy != test_accuracy, "the splits must differ for this test to tell them apart"
+    final = metrics(spec, outputs, data)
+    assert curve[-1][1] == final["test_accuracy"] != final["train_accuracy"]

@@ -2,7 +2,8 @@
 
 They follow no convention of the spec (their own initializer draws, shuffle and L2 idiom), so they
 are held to what any correct training shows: the loss falls, a separable problem is learned, the
-history has one entry per epoch, early stopping stops, and what they do not cover is refused by name.
+history has one entry per epoch, early stopping stops and hands back the best epoch's weights, and what
+they do not cover is refused by name.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 
 from impls import EarlyStopping, MLPSpec, TrainConfig, registry
 from impls.spec import Adam
+from tests.tolerances import COMPUTATION
 
 TASKS = {
     "binary": ("binary_crossentropy", 1),
@@ -69,6 +71,38 @@ def test_native_early_stopping_stops_and_reports_the_best_epoch(impl_name):
     assert history.stopped_epoch is not None and history.stopped_epoch < 200
     assert history.best_epoch is not None and history.stopped_epoch - history.best_epoch == 3
     assert len(history.val_loss) == history.epochs_run
+
+
+def test_native_early_stopping_hands_back_the_weights_of_the_best_epoch(impl_name):
+    """What is restored, not only the epoch bookkeeping: the returned ``predict`` on the validation set gives
+    the validation loss recorded at ``best_epoch``, recomputed here from its outputs.
+
+    Regression with MSE (no penalty, no dropout), so the recorded validation loss is exactly
+    ``mean((predict(X_val) - y_val)**2)``, whatever the framework's loss code; float32, so they agree to
+    ``COMPUTATION["float32"]`` (a mean of 64 float32 terms; measured ~1e-7).  24 noisy samples and 64 hidden
+    units overfit: the validation loss rises after its best epoch, and the last epoch's is more than 1 %
+    above the best, 100 times the tolerance, so weights left at the last epoch fail here.
+    """
+    rng = np.random.default_rng(0)
+    X, X_val = rng.normal(size=(24, 4)).astype(np.float32), rng.normal(size=(64, 4)).astype(np.float32)
+    rule = np.array([1.0, -2.0, 0.5, 1.5])
+    y, y_val = ((A @ rule + 1.5 * rng.normal(size=len(A))).astype(np.float32) for A in (X, X_val))
+    spec = MLPSpec((4, 64, 1), "relu", "mse", dtype="float32")
+    config = TrainConfig(epochs=300, batch_size=8, learning_rate=0.01, momentum=0.9, seed=0,
+                         early_stopping=EarlyStopping(patience=5))
+    run = native_fit(impl_name)(spec, config, X, y, validation=(X_val, y_val))
+    history = run.history
+    assert history.stopped_epoch is not None and history.best_epoch is not None, history.val_loss
+    best = history.val_loss[history.best_epoch - 1]
+    assert best == min(history.val_loss)
+    assert history.val_loss[-1] > 1.01 * best, "the setting must leave the last epoch's weights measurably worse"
+    outputs = np.asarray(run.predict(X_val), dtype=np.float64)
+    assert outputs.shape == (64, 1)
+    restored = float(np.mean((outputs[:, 0] - y_val) ** 2))
+    tolerance = COMPUTATION["float32"]
+    assert restored == pytest.approx(best, rel=tolerance), (
+        f"predict's validation loss {restored:.6g} is not the best epoch's ({history.best_epoch}: {best:.6g}); "
+        f"the last epoch's ({history.epochs_run}) was {history.val_loss[-1]:.6g}")
 
 
 @pytest.mark.parametrize(("spec_options", "config_options", "named"), [

@@ -347,6 +347,34 @@ def test_the_inference_view_shares_the_weights_and_leaves_the_training_model_dro
     assert model.loss(X, y, [mask]) == pytest.approx(reference.loss(X, y, [mask]), rel=COMPUTATION["float64"])
 
 
+def test_our_network_drops_with_its_rates_in_training_and_its_inference_view_is_the_no_dropout_forward():
+    """How impls/flax_mlp.py wires nnx.Dropout: one layer per hidden layer with the spec's rate, dropping in the
+    model and deterministic in the inference view; ``logits`` on the model draws a new mask per call.
+
+    ``1 -> 1 -> 1 -> 1``, identity, unit weights, rates (0.25, 0.6): a sample's training logit is the product of
+    its two layers' scales, ``1/0.75 * 1/0.4 = 10/3`` when both keep (probability ``0.75 * 0.4 = 0.3``), else 0.
+    4000 samples: the kept fraction is 0.3 within 5 binomial standard errors (0.036).
+    """
+    spec = MLPSpec((1, 1, 1, 1), "identity", "mse", dropout=(0.25, 0.6))
+    model = create("flax", spec, seed=0)
+    model.set_params([(np.ones((1, 1)), np.zeros(1))] * 3)
+    assert [d.rate for d in model.model.dropouts] == [0.25, 0.6]
+    assert not any(d.deterministic for d in model.model.dropouts)
+    assert all(d.deterministic for d in model._inference.dropouts)
+    X = np.ones((4000, 1))
+    with flax_mlp.precision(spec):
+        train = [np.asarray(flax_mlp.logits(spec, model.model, jnp.asarray(X), flax_mlp.layer_dropout(spec)))[:, 0]
+                 for _ in range(2)]
+        inference = np.asarray(flax_mlp.logits(spec, model._inference, jnp.asarray(X), flax_mlp.layer_dropout(spec)))
+    for draw in train:
+        kept = draw != 0
+        np.testing.assert_allclose(draw[kept], 10 / 3, rtol=COMPUTATION["float64"])  # 1/(1-p) per layer
+        assert abs(kept.mean() - 0.3) <= 5 * math.sqrt(0.3 * 0.7 / len(X)), kept.mean()
+    assert not np.array_equal(train[0], train[1]), "a new mask per call"
+    assert np.array_equal(inference, np.ones((4000, 1))) and np.array_equal(model.forward(X), inference)
+    assert model.loss(X, np.ones(4000)) == 0.0  # the loss without masks is the inference view's
+
+
 @pytest.mark.parametrize("batch_size", [8, None, 50, 5])
 def test_scan_mode_draws_the_same_masks_and_trains_exactly_like_default_mode(batch_size):
     """float64, dropout, momentum and decay: the scanned epochs (full batches + the partial one) = per-step."""

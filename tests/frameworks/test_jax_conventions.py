@@ -18,7 +18,7 @@ jax = import_or_skip("jax")
 import jax.numpy as jnp  # noqa: E402
 
 from impls import MLPSpec, TrainConfig, create  # noqa: E402
-from impls.jax_mlp import abs_, activation, native_fit  # noqa: E402
+from impls.jax_mlp import abs_, activation, native_fit, sample_dropout_scales  # noqa: E402
 from impls.spec import SGD  # noqa: E402
 from tests.helpers import max_rel_error, params_rel_error, random_problem  # noqa: E402
 from tests.tolerances import TRAJECTORY  # noqa: E402
@@ -113,6 +113,45 @@ def test_abs_derivative_at_zero_is_zero_not_jax_default_one():
     assert float(jax.grad(jnp.abs)(0.0)) == 1.0
     assert float(jax.grad(abs_)(0.0)) == 0.0
     assert [float(jax.grad(abs_)(x)) for x in (-2.0, 3.0)] == [-1.0, 1.0]
+
+
+def test_dropout_scales_keep_at_one_minus_p_scale_by_its_inverse_and_draw_each_layer_from_its_own_key():
+    """``sample_dropout_scales``, the masks of every training step: per hidden layer, ``bernoulli(1 - p) / (1 - p)``
+    with that layer's rate, ``None`` where the rate is 0, layers from split keys (two layers of the same rate and
+    width get different masks), another key another draw.  4000 units a layer: the kept fraction is ``1 - p``
+    within 5 binomial standard errors (at most 0.04)."""
+    spec = MLPSpec((1, 2000, 2000, 2000, 2000, 1), dropout=(0.25, 0.0, 0.25, 0.6))
+    key = jax.random.key(0)
+    with jax.enable_x64(True):
+        scales = sample_dropout_scales(spec, key, 2, jnp.float64)
+        again = sample_dropout_scales(spec, jax.random.key(1), 2, jnp.float64)
+    assert scales[1] is None
+    for scale, p in ((scales[0], 0.25), (scales[2], 0.25), (scales[3], 0.6)):
+        scale = np.asarray(scale)
+        assert scale.shape == (2, 2000) and scale.dtype == np.float64
+        assert set(np.unique(scale)) == {0.0, 1 / (1 - p)}
+        kept = (scale != 0).mean()
+        assert abs(kept - (1 - p)) <= 5 * np.sqrt(p * (1 - p) / scale.size), (p, kept)
+    assert not np.array_equal(np.asarray(scales[0]), np.asarray(scales[2]))
+    assert not np.array_equal(np.asarray(scales[0]), np.asarray(again[0]))
+
+
+def test_each_training_step_splits_the_models_dropout_key():
+    """A new mask every step: the key the model carries is split inside each step, so two steps from the same
+    parameters draw differently, and a model with the same seed draws the same."""
+    spec = MLPSpec((4, 30, 1), "tanh", "mse", dropout=0.5)
+    X, y = random_problem(spec, 8, 0)
+    model, twin = create("jax", spec, seed=4), create("jax", spec, seed=4)
+    start = model.get_params()
+    keys = [np.asarray(model._dropout_key)]
+    losses = []
+    for _ in range(2):
+        model.set_params(start)
+        losses.append(model.train_step(X, y, 0.1))
+        keys.append(np.asarray(model._dropout_key))
+    assert not np.array_equal(keys[0], keys[1]) and not np.array_equal(keys[1], keys[2])
+    assert losses[0] != losses[1]
+    assert twin.train_step(X, y, 0.1) == losses[0]
 
 
 @pytest.mark.parametrize("batch_size", [None, 50, 5, 8])
