@@ -18,23 +18,30 @@ replacement (``VelocitySGD``, ``KerasAdam``, ``BufferSGD``, :func:`velocity_sgd`
 which train by the spec alone: they refuse a port whose :class:`Conventions` go beyond it.
 :func:`verify` trains copies of the source objects and the exported ones side by side and returns a
 :class:`Certificate` of their largest relative differences; what the source computes that no export
-reproduces (``Port.deviations``) is measured there, not claimed.  :meth:`Port.script` and
-``python -m impls.port SOURCE --to FRAMEWORK --out FILE`` write a standalone training script.
+reproduces (``Port.deviations``, each a :class:`Deviation` with its cause) is held there to the bound its cause
+implies (:data:`DEVIATION_BOUNDS`), and every row of a certificate has a limit.  :meth:`Port.script` and
+``python -m impls.port SOURCE --to FRAMEWORK --out FILE.py`` write a standalone training script, every value in it
+a Python literal.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import errno
 import functools
 import inspect
 import itertools
 import math
+import os
+import secrets
+import stat
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 
@@ -46,6 +53,23 @@ FRAMEWORKS = ("torch", "keras", "flax", "numpy", "jax")
 
 class UnsupportedModel(ValueError):
     """The model or its training setup has a layer or option that cannot be ported exactly; the message names it."""
+
+
+class Deviation(str):
+    """Something the source computes that no export reproduces exactly, in words (a ``str``), with its ``cause``:
+    a key of :data:`DEVIATION_BOUNDS`, which says how far the certificate lets it move each compared quantity."""
+
+    cause: str
+
+    def __new__(cls, text: str, cause: str) -> Deviation:
+        if cause not in DEVIATION_BOUNDS:
+            raise ValueError(f"unknown deviation cause {cause!r}; expected one of {sorted(DEVIATION_BOUNDS)}")
+        made = super().__new__(cls, text)
+        made.cause = cause
+        return made
+
+    def __reduce__(self) -> tuple:
+        return Deviation, (str(self), self.cause)
 
 
 @dataclass(frozen=True)
@@ -92,9 +116,9 @@ class Port:
     source: str
     notes: list[str] = field(default_factory=list)
     conventions: Conventions = field(default_factory=Conventions)
-    deviations: list[str] = field(default_factory=list)
-    """What the source computes that no export reproduces exactly: :func:`verify` then measures whole runs
-    instead of holding them to the float64 limit."""
+    deviations: list[Deviation] = field(default_factory=list)
+    """What the source computes that no export reproduces exactly: :func:`verify` then holds the quantities each
+    one moves to the bound its cause implies (:data:`DEVIATION_BOUNDS`) instead of the float64 limits."""
     source_objects: tuple = field(default=(), repr=False)
     """The source's own objects (model, loss, optimizer, ...), for :func:`verify`; never modified."""
 
@@ -548,7 +572,7 @@ def _import_keras(model: object, callbacks: Sequence[object], early_stopping: ob
                 source_objects=(model, tuple(callbacks)))
 
 
-def _keras_float64_caveat(dtype: str) -> str | None:
+def _keras_float64_caveat(dtype: str) -> Deviation | None:
     """Why float64 Keras is not exact on this backend, or ``None`` (TensorFlow): see docs/porting.md, float64."""
     import keras
 
@@ -557,7 +581,7 @@ def _keras_float64_caveat(dtype: str) -> str | None:
         return None
     what = {"jax": "ops.mean (in its losses) and ops.tanh compute float64 in float32",
             "torch": "ops.matmul computes float64 in float32"}.get(backend, "float64 is not checked")
-    return f"Keras on {backend}: {what}"
+    return Deviation(f"Keras on {backend}: {what}", "float32_backend")
 
 
 def _keras_number(value: object, dtype: str) -> float:
@@ -603,7 +627,7 @@ def _check_keras_chain(model: object, layers: list) -> None:
                                "connection or several inputs)")
 
 
-def _keras_loss(model: object, tail: str, notes: list[str], deviations: list[str]) -> str:
+def _keras_loss(model: object, tail: str, notes: list[str], deviations: list[Deviation]) -> str:
     """The spec's loss name of the compiled loss (from the output activation when not compiled)."""
     import keras
 
@@ -637,9 +661,10 @@ def _keras_loss(model: object, tail: str, notes: list[str], deviations: list[str
     loss_dtype = getattr(loss, "dtype", None)
     model_dtype = keras.backend.standardize_dtype(model.layers[-1].dtype)
     if loss_dtype is not None and keras.backend.standardize_dtype(loss_dtype) != model_dtype:
-        deviations.append(f"the compiled loss computes in {loss_dtype} (a Keras loss takes floatx() unless given "
-                          f"dtype=), the model in {model_dtype}: the source's losses and gradients are rounded to "
-                          f"{loss_dtype}; the port computes in the model's dtype")
+        deviations.append(Deviation(f"the compiled loss computes in {loss_dtype} (a Keras loss takes floatx() unless "
+                                    f"given dtype=), the model in {model_dtype}: the source's losses and gradients "
+                                    f"are rounded to {loss_dtype}; the port computes in the model's dtype",
+                                    "float32_loss"))
     wanted = {"binary_crossentropy": "sigmoid", "categorical_crossentropy": "softmax"}.get(name, "identity")
     if name in ("mse", "mae") and tail != "identity":
         raise UnsupportedModel(f"{name} on a {tail} output: regression needs a linear output")
@@ -657,7 +682,7 @@ def _keras_loss(model: object, tail: str, notes: list[str], deviations: list[str
 
 def _keras_training(model: object, conventions: Conventions, callbacks: Sequence[object], early_stopping: object,
                     epochs: int, batch_size: int | None, steps_per_epoch: int | None,
-                    notes: list[str], deviations: list[str]) -> tuple[TrainConfig, Conventions]:
+                    notes: list[str], deviations: list[Deviation]) -> tuple[TrainConfig, Conventions]:
     import keras
 
     opt = model.optimizer
@@ -680,9 +705,9 @@ def _keras_training(model: object, conventions: Conventions, callbacks: Sequence
         rounded = [name for name in ("beta_1", "beta_2") if _keras_number(getattr(opt, name), dtype) != float(
             getattr(opt, name))]
         if rounded:
-            deviations.append(f"Keras Adam on TensorFlow casts {rounded} through float32 for the bias corrections "
-                              "but not for the moment updates (no single beta reproduces both): give them as "
-                              "numpy.float64 to keep them exact")
+            deviations.append(Deviation(f"Keras Adam on TensorFlow casts {rounded} through float32 for the bias "
+                                        "corrections but not for the moment updates (no single beta reproduces "
+                                        "both): give them as numpy.float64 to keep them exact", "rounded_betas"))
         if opt.amsgrad:
             raise UnsupportedModel("Adam(amsgrad=True) is not supported")
         rule = Adam(float(opt.beta_1), float(opt.beta_2), float(opt.epsilon))
@@ -826,7 +851,7 @@ def _import_flax(model: object, loss: object, optimizer: object, early_stopping:
     spec = MLPSpec(tuple(sizes), hidden_activation=acts[0] if acts else "relu", loss=losses[loss],
                    dropout=tuple(rates[:-1]), dtype=dtype, **extra)
     params = [(np.asarray(linear.kernel.get_value()), np.asarray(linear.bias.get_value())) for linear in linears]
-    config, conventions = None, Conventions()
+    config, conventions, deviations = None, Conventions(), []
     if optimizer is not None:
         if not isinstance(optimizer, optax.GradientTransformation):
             raise UnsupportedModel(f"optimizer {type(optimizer).__name__} is not an Optax GradientTransformation")
@@ -838,7 +863,8 @@ def _import_flax(model: object, loss: object, optimizer: object, early_stopping:
         conventions = Conventions(bias_l2=found.bias_l2, momentum_form=found.momentum_form,
                                   decay_every=found.every)
         notes += found.notes
-    return Port(spec, spec.check_params(params), config, "flax", notes, conventions,
+        deviations = found.deviations
+    return Port(spec, spec.check_params(params), config, "flax", notes, conventions, deviations,
                 source_objects=(model, loss, optimizer))
 
 
@@ -854,6 +880,7 @@ class OptaxReading:
     bias_l2: float
     momentum_form: Literal["velocity", "buffer"]
     notes: list[str]
+    deviations: list[Deviation] = field(default_factory=list)
 
 
 PROBE_TOLERANCE = 1e-9
@@ -959,9 +986,10 @@ def _probe_optax(tx: Any, params: Any, epochs: int, steps_per_epoch: int | None)
         epoch_of = [t // (steps_per_epoch or 1) for t in range(len(rates))]
         if any(not math.isclose(rate, learning_rate * decay ** (epoch // every), rel_tol=1e-12)
                for rate, epoch in zip(rates, epoch_of)):
-            notes.append(f"the Optax schedule computes its rates in float32 (~1e-8 relative); read as "
-                         f"{learning_rate:g} * {decay:g}**(epoch // {every}) exactly, so whole runs differ from the "
-                         "source at ~1e-9")
+            candidate.deviations.append(Deviation(
+                f"the Optax schedule computes its rates in float32 (up to {FLOAT32_RATE:g} relative); read as "
+                f"{learning_rate:g} * {decay:g}**(epoch // {every}) exactly, which the exports compute in float64",
+                "float32_rate"))
         if form == "buffer":
             notes.append("optax.sgd keeps a trace of raw gradients (b <- mu b + g; p -= lr b), which differs from the "
                          "spec's velocity once the rate changes: kept as that buffer form")
@@ -1481,28 +1509,130 @@ LIMITS = {"start": 1e-10, "run": 1e-8}
 """Float64 limits of a certificate: one computation (outputs, gradients) and a whole run (parameters, losses);
 ``tests/tolerances.py`` holds the same values as ``COMPUTATION['float64']`` and ``TRAJECTORY``."""
 
+FLOAT32_COMPUTATION = 1e-4
+"""One computation (outputs, gradients, a loss, an update) done in float32 against float64, relative:
+``tests/tolerances.py``'s ``COMPUTATION['float32']`` (rounding ~6e-8 per operation, sums of a few hundred terms)."""
+
+FLOAT32_UNIT = 2.0 ** -24
+"""The relative rounding error of one float32 operation (unit roundoff)."""
+
+RUN_MARGIN = 10.0
+"""How much a perturbation of each update may grow through a short run (:func:`verify`'s few epochs): a perturbed
+step moves the parameters, which changes every later gradient, and the reported losses respond to the parameters
+with a sensitivity of order one.  The bound of a run is ``RUN_MARGIN`` times the perturbation summed along the
+path; measured differences stay at least 10 times below it (Keras's rounded Adam betas move a short run by almost
+exactly their per-step error times the path: 2.65e-7 against 6.7e-6 x 0.04)."""
+
+
+@dataclass(frozen=True)
+class DeviationBound:
+    """How far one cause may move each quantity of a certificate, relative (``max|a - b| / max|b|``).
+
+    ``outputs``, ``gradients``, ``loss``: added to the limit of the outputs and data-loss gradients at the start
+    and of each reported epoch loss.  ``step``: the relative error of every update the cause makes (a number, or a
+    function of the port and the number of steps): a run's parameters and losses get ``RUN_MARGIN * step * path``,
+    ``path`` the relative distance the source travelled (the sum of each epoch's ``max|delta theta|`` over
+    ``max|theta|``).  ``rounding``: relative error per step and side in the stored parameters (``RUN_MARGIN *
+    rounding * steps``).  ``path``: a multiple of the path itself (a run that is not reproducible draw by draw).
+    ``spread``: a multiple of the relative standard deviation of the source's training-mode loss at the start.
+    """
+
+    reason: str
+    outputs: float = 0.0
+    gradients: float = 0.0
+    loss: float = 0.0
+    step: float | Callable[[Port, int], float] = 0.0
+    rounding: float = 0.0
+    path: float = 0.0
+    spread: float = 0.0
+
+
+def _rounded_betas_step(port: Port, steps: int) -> float:
+    """The largest relative change of Keras Adam's step size ``lr sqrt(1 - beta2**t) / (1 - beta1**t)`` over ``t = 1
+    .. steps`` when beta1, beta2 or both go through float32 in it, as Keras on TensorFlow does with Python floats.
+
+    The moments use the exact betas, so only this factor moves.  ``1 - beta**t`` is small for the first steps (1e-3 for
+    beta2 = 0.999), which magnifies the rounding ``|beta - float32(beta)|`` (1.3e-8 for 0.999, 2.4e-8 for 0.9): 0.999
+    gives ``1.3e-8 / 1e-3 / 2`` = 6.4e-6 at step 1, 0.9 another ``2.4e-8 / 0.1`` = 2.4e-7, together 6.7e-6, not 1e-8;
+    the change shrinks as ``t`` grows."""
+    rule = port.config.optimizer if port.config is not None else None
+    if not isinstance(rule, Adam):
+        return 0.0
+    t = np.arange(1, steps + 1, dtype=np.float64)
+
+    def factor(beta1: float, beta2: float) -> np.ndarray:
+        return np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+
+    exact = factor(rule.beta1, rule.beta2)
+    beta1, beta2 = float(np.float32(rule.beta1)), float(np.float32(rule.beta2))
+    changes = [np.abs(factor(*betas) / exact - 1)
+               for betas in ((beta1, rule.beta2), (rule.beta1, beta2), (beta1, beta2))]  # whichever Keras rounded
+    return float(max(np.max(change) for change in changes))
+
+
+DEVIATION_BOUNDS: dict[str, DeviationBound] = {
+    "float32": DeviationBound(
+        "the model computes in float32: one computation, and each update, within float32's 1e-4; every stored "
+        "parameter rounded to float32 at each step, on each side",
+        outputs=FLOAT32_COMPUTATION, gradients=FLOAT32_COMPUTATION, loss=FLOAT32_COMPUTATION,
+        step=FLOAT32_COMPUTATION, rounding=2 * FLOAT32_UNIT),
+    "float32_backend": DeviationBound(
+        "Keras on this backend computes parts of a float64 model in float32: each computation and update held to "
+        "float32's 1e-4 (the parameters stay float64)",
+        outputs=FLOAT32_COMPUTATION, gradients=FLOAT32_COMPUTATION, loss=FLOAT32_COMPUTATION,
+        step=FLOAT32_COMPUTATION),
+    "float32_loss": DeviationBound(
+        "the source's loss computes in float32: its gradients, its reported losses and so each update within "
+        "float32's 1e-4 (the outputs are the model's own, exact)",
+        gradients=FLOAT32_COMPUTATION, loss=FLOAT32_COMPUTATION, step=FLOAT32_COMPUTATION),
+    "loss_tracker": DeviationBound(
+        "Keras reports the loss through a float32 Mean (compiled outside floatx): the reported losses within "
+        "float32's 1e-4", loss=FLOAT32_COMPUTATION),
+    "rounded_betas": DeviationBound(
+        "Keras Adam rounds beta_1/beta_2 through float32 in its bias correction only: every step's size off by the "
+        "largest relative change of lr sqrt(1 - beta2**t) / (1 - beta1**t) that rounding makes",
+        step=_rounded_betas_step),
+    "float32_rate": DeviationBound(
+        "the source's schedule computes each rate in float32: every step off by up to FLOAT32_RATE relative",
+        step=FLOAT32_RATE),
+    "dropout": DeviationBound(
+        "dropout: each framework draws its own masks, so runs agree in distribution, not draw by draw; a run may "
+        "differ by at most twice the distance the source travelled (an export that moves much farther, or "
+        "diverges, fails), a reported loss by 8 standard deviations of the source's training-mode loss (the "
+        "difference of two independent draws of it at 5.7 sigma)",
+        path=2.0, spread=8.0),
+}
+"""What may make a certified quantity differ beyond :data:`LIMITS`, by cause, each with its reason and its bound:
+the :class:`Deviation` causes a port records, and a port's own float32 and dropout.  :func:`verify` adds the bound
+of every cause present to the float64 limit of each row and says so in the row's remark."""
+
 
 @dataclass
 class Certificate:
     """Largest relative differences (``max|a - b| / max|b|``) between the source trained by its framework's loop
     and the export trained by the target's, on the same batches.  ``rows``: ``(quantity, difference, limit,
-    remark)``; ``limit`` is ``None`` where no exactness is claimed (float32, dropout, a loss one side reports
-    without its penalty), and the difference is then only measured."""
+    remark)``; the limit is the float64 one (:data:`LIMITS`) plus the bound of every cause of deviation present
+    (:data:`DEVIATION_BOUNDS`), which the remark names with its share."""
 
     source: str
     target: str
     rows: list[tuple[str, float | None, float | None, str]]
+    causes: list[str] = field(default_factory=list)
+    """Each cause of deviation present, in words, with the reason for its bound."""
 
     @property
     def passed(self) -> bool:
-        """Every row with a limit is within it."""
-        return all(limit is None or (diff is not None and diff <= limit) for _, diff, limit, _ in self.rows)
+        """Every row has a difference and a limit, and the difference is within it (a row without a limit fails)."""
+        return bool(self.rows) and all(diff is not None and limit is not None and diff <= limit
+                                       for _, diff, limit, _ in self.rows)
 
     def to_markdown(self) -> str:
         lines = [f"| {self.source} -> {self.target} | max rel. difference | limit | |", "|---|---|---|---|"]
         for quantity, diff, limit, remark in self.rows:
             shown = "n/a" if diff is None else f"{diff:.2e}"
-            lines.append(f"| {quantity} | {shown} | {'-' if limit is None else f'{limit:.0e}'} | {remark} |")
+            lines.append(f"| {quantity} | {shown} | {'none' if limit is None else f'{limit:.1e}'} | {remark} |")
+        if self.causes:
+            lines += ["", *(f"- {cause}" for cause in self.causes)]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -1519,10 +1649,21 @@ def _flat(params: Params) -> list[np.ndarray]:
     return [a for pair in params for a in pair]
 
 
-class _Trainer:
-    """One side of :func:`verify`: predictions, data-loss gradients and a training run of a framework's objects."""
+def _penalty(spec: MLPSpec, conventions: Conventions, params: Params) -> float:
+    """The port's whole penalty at ``params``: ``l1 sum|W| + (l2/2) sum W**2`` and the biases' by ``conventions``."""
+    return float(sum(spec.l1 * np.abs(W).sum() + spec.l2 / 2 * np.square(W).sum()
+                     + conventions.bias_l1 * np.abs(b).sum() + conventions.bias_l2 / 2 * np.square(b).sum()
+                     for W, b in params))
 
-    reports_penalty = True
+
+class _Trainer:
+    """One side of :func:`verify`: predictions, data-loss gradients and a training run of a framework's objects.
+
+    ``train`` reports each epoch's loss as the full objective, penalty included, whatever the framework's own loss
+    leaves out."""
+
+    def params(self) -> Params:
+        raise NotImplementedError
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -1552,7 +1693,6 @@ class _TorchTrainer(_Trainer):
         self.linears = [m for m in model if isinstance(m, nn.Linear)]
         base = getattr(loss_fn, "base", loss_fn)
         self.indices = isinstance(base, (nn.CrossEntropyLoss, nn.NLLLoss))
-        self.reports_penalty = not any(g["weight_decay"] for g in optimizer.param_groups) if optimizer else True
         self.tail = type(list(model.children())[-1]).__name__
 
     def _targets(self, y: np.ndarray) -> Any:
@@ -1587,6 +1727,15 @@ class _TorchTrainer(_Trainer):
     def params(self) -> Params:
         return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in self.linears]
 
+    def _decay_penalty(self) -> float:
+        """``sum wd/2 |p|**2`` over the optimizer's groups: the objective whose gradient ``weight_decay`` adds, which
+        the loss torch reports leaves out (an L1 term is in the loss, through ``PenalizedLoss``)."""
+        import torch
+
+        with torch.no_grad():
+            return sum(group["weight_decay"] / 2 * float(sum((p * p).sum() for p in group["params"]))
+                       for group in self.optimizer.param_groups if group["weight_decay"])
+
     def training_loss(self, X: np.ndarray, y: np.ndarray) -> float:
         import torch
 
@@ -1606,8 +1755,9 @@ class _TorchTrainer(_Trainer):
                 self.optimizer.zero_grad()
                 loss = self.loss_fn(self.model(X_t[idx]), Y_t[idx])
                 loss.backward()
+                objective = loss.item() + self._decay_penalty()  # before the step: the loss's parameters
                 self.optimizer.step()
-                total += loss.item() * len(idx)
+                total += objective * len(idx)
             if self.scheduler is not None:
                 self.scheduler.step()
             losses.append(total / len(X))
@@ -1623,7 +1773,6 @@ class _KerasTrainer(_Trainer):
         self.dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
         self.loss = keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
         self.tail = getattr(self.dense[-1].activation, "__name__", "linear")
-        self.reports_penalty = True
         loss_name = getattr(self.loss, "name", "") or ""
         self.one_hot = "sparse" not in loss_name and "categorical" in loss_name
         # private (checked: Keras 3.15.1): the Mean that fit reports the loss through, made in floatx() at compile
@@ -1670,14 +1819,13 @@ class _KerasTrainer(_Trainer):
 
 
 class _FlaxTrainer(_Trainer):
-    def __init__(self, spec: MLPSpec, model: Any, tx: Any, loss: Any) -> None:
+    def __init__(self, spec: MLPSpec, model: Any, tx: Any, loss: Any, conventions: Conventions) -> None:
         import optax
         from flax import nnx
 
-        self.spec, self.model, self.tx, self.loss = spec, model, tx, loss
+        self.spec, self.model, self.tx, self.loss, self.conventions = spec, model, tx, loss, conventions
         self.linears = [layer for layer in model.layers if isinstance(layer, nnx.Linear)]
         self.indices = loss is optax.softmax_cross_entropy_with_integer_labels
-        self.reports_penalty = False  # decay inside the transformation is never in the loss
 
     def _precision(self) -> Any:
         import jax
@@ -1730,9 +1878,11 @@ class _FlaxTrainer(_Trainer):
             for epoch_batches in batches:
                 total = 0.0
                 for idx in epoch_batches:
+                    # the penalty lives in the transformation (decay, L1 gradient), never in the loss: added here
+                    penalty = _penalty(self.spec, self.conventions, self.params())
                     loss, grads = nnx.value_and_grad(self._mean_loss)(self.model, X[idx], Y[idx])
                     optimizer.update(self.model, grads)
-                    total += float(loss) * len(idx)
+                    total += (float(loss) + penalty) * len(idx)
                 losses.append(total / len(X))
                 snapshots.append(self.params())
         return losses, snapshots
@@ -1741,6 +1891,9 @@ class _FlaxTrainer(_Trainer):
 class _OurTrainer(_Trainer):
     def __init__(self, model: Any, config: TrainConfig) -> None:
         self.model, self.config, self.spec = model, config, model.spec
+
+    def params(self) -> Params:
+        return self.model.get_params()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.model.forward(X)
@@ -1777,7 +1930,7 @@ def _trainer(framework: str, port: Port, objects: tuple, batch_size: int) -> _Tr
     if framework == "keras":
         return _KerasTrainer(port.spec, objects[0], objects[1], batch_size)
     if framework == "flax":
-        return _FlaxTrainer(port.spec, *objects)
+        return _FlaxTrainer(port.spec, *objects, port.conventions)
     return _OurTrainer(*objects)
 
 
@@ -1821,11 +1974,73 @@ def _source_copies(port: Port) -> tuple:
     return model, port.config
 
 
+def _causes(port: Port, target: str, sides: Sequence[_Trainer]) -> list[tuple[str, str]]:
+    """``(cause, words)`` of everything that lets this comparison differ beyond the float64 limits."""
+    causes = []
+    for deviation in port.deviations:
+        cause = getattr(deviation, "cause", None)
+        if cause not in DEVIATION_BOUNDS:
+            raise UnsupportedModel(f"the deviation {str(deviation)!r} has no known cause, so no certificate can bound "
+                                   f"it: record it as Deviation(text, cause), cause one of {sorted(DEVIATION_BOUNDS)}")
+        causes.append((cause, str(deviation)))
+    caveat = _keras_float64_caveat(port.spec.dtype) if target == "keras" else None
+    if caveat is not None and caveat not in port.deviations:
+        causes.append((caveat.cause, str(caveat)))
+    if port.spec.dtype == "float32":
+        causes.append(("float32", "the model is float32"))
+    if port.spec.uses_dropout:
+        causes.append(("dropout", f"dropout rates {list(port.spec.dropout_rates)}"))
+    rounded = [side.loss_dtype for side in sides if getattr(side, "loss_dtype", port.spec.dtype) != port.spec.dtype]
+    if rounded:
+        causes.append(("loss_tracker", f"Keras reports the loss through a {rounded[0]} Mean"))
+    return causes
+
+
+def _paths(start: Params, snapshots: list[Params]) -> list[float]:
+    """The relative distance travelled through each epoch: the sum of each epoch's ``max|delta theta|``, over
+    ``max|theta|`` at that epoch (the normalisation of :func:`_rel`)."""
+    paths, walked, previous = [], 0.0, np.concatenate([np.ravel(a) for a in _flat(start)]).astype(np.float64)
+    for snapshot in snapshots:
+        current = np.concatenate([np.ravel(a) for a in _flat(snapshot)]).astype(np.float64)
+        walked += float(np.max(np.abs(current - previous)))
+        paths.append(walked / max(float(np.max(np.abs(current))), 1e-300))
+        previous = current
+    return paths
+
+
+def _run_limit(port: Port, bounds: list[tuple[str, DeviationBound]], steps: int, path: float, spread: float,
+               loss: bool) -> tuple[float, str]:
+    """The limit of a run's parameters (``loss=False``) or reported loss after ``steps`` updates, the source having
+    travelled ``path``, and the remark that derives it."""
+    limit, terms = LIMITS["run"], []
+    for cause, bound in bounds:
+        step = bound.step(port, steps) if callable(bound.step) else bound.step
+        shares = [(RUN_MARGIN * step * path, f"{RUN_MARGIN:g} x {step:.1e}/step x path {path:.2g}"),
+                  (RUN_MARGIN * bound.rounding * steps, f"{RUN_MARGIN:g} x {bound.rounding:.1e} x {steps} steps")]
+        if loss:
+            shares += [(bound.loss, f"{bound.loss:.0e}"),
+                       (bound.spread * spread, f"{bound.spread:g} x spread {spread:.2g}")]
+        else:
+            shares.append((bound.path * path, f"{bound.path:g} x path {path:.2g}"))
+        for share, how in shares:
+            if share:
+                limit += share
+                terms.append(f"{cause}: {how}")
+    return limit, f"{LIMITS['run']:.0e} + {' + '.join(terms)}" if terms else ""
+
+
 def verify(port: Port, target: str, X: np.ndarray, y: np.ndarray, epochs: int = 2,
            batch_size: int | None = None) -> Certificate:
     """Train the source's objects with the source framework's loop and ``port.export(target)`` with the target's,
     on the same unshuffled batches, and compare: outputs and data-loss gradients at the start, parameters and
-    reported losses after each epoch.  The source objects are copied first, never trained themselves."""
+    reported losses after each epoch.  A reported loss is the full objective: where a side leaves the penalty
+    out of the loss it reports (torch's ``weight_decay``, Optax's decay), the penalty at each step's parameters
+    is added to it.  The source objects are copied first, never trained themselves.
+
+    Every row has a limit: :data:`LIMITS` in float64, plus the bound of each cause of deviation present
+    (:data:`DEVIATION_BOUNDS`: the port's :class:`Deviation` s, float32, dropout), derived in the row's remark.
+    A bound on a run scales with the distance the *source* travelled, so a wrong export cannot widen its limit.
+    """
     if port.config is None:
         raise UnsupportedModel("the port has no training setup (no optimizer was given)")
     spec = port.spec
@@ -1837,44 +2052,38 @@ def verify(port: Port, target: str, X: np.ndarray, y: np.ndarray, epochs: int = 
     source = _trainer(port.source, port, _source_copies(port), size)
     exported = port.export(target, steps_per_epoch=steps) if target == "flax" else port.export(target)
     other = _trainer(target, port, exported, size)
-    exact = spec.dtype == "float64"
-    start = LIMITS["start"] if exact else None
-    run = LIMITS["run"] if exact else None
-    why = "" if exact else "float32: measured"
-    deviations = list(port.deviations)
-    caveat = _keras_float64_caveat(spec.dtype) if target == "keras" else None
-    if caveat and caveat not in deviations:
-        deviations.append(caveat)
-    if exact and deviations:
-        start, run, why = None, None, "; ".join(deviations)
-    elif exact and spec.uses_dropout:
-        run, why = None, "dropout: each framework draws its own masks"
-    rows: list[tuple[str, float | None, float | None, str]] = [
-        ("outputs at start", _rel(other.predict(X), source.predict(X)), start, "" if start else why),
-        ("data-loss gradients at start", _rel(_flat(other.gradients(X, y)), _flat(source.gradients(X, y))), start,
-         "" if start else why),
-    ]
+    causes = _causes(port, target, (source, other))
+    bounds = [(cause, DEVIATION_BOUNDS[cause]) for cause, _ in causes]
+    rows: list[tuple[str, float | None, float | None, str]] = []
+    for quantity, diff, kind in (
+            ("outputs at start", _rel(other.predict(X), source.predict(X)), "outputs"),
+            ("data-loss gradients at start", _rel(_flat(other.gradients(X, y)), _flat(source.gradients(X, y))),
+             "gradients")):
+        shares = [(cause, getattr(bound, kind)) for cause, bound in bounds if getattr(bound, kind)]
+        remark = " + ".join([f"{LIMITS['start']:.0e}", *(f"{cause}: {share:.0e}" for cause, share in shares)])
+        rows.append((quantity, diff, LIMITS["start"] + sum(share for _, share in shares), remark if shares else ""))
+    spread = 0.0
+    if any(bound.spread for _, bound in bounds):
+        draws = np.array([source.training_loss(X, y) for _ in range(SPREAD_DRAWS)])
+        spread = float(np.std(draws, ddof=1) / max(abs(float(np.mean(draws))), 1e-300))
+    start = source.params()
     source_losses, source_params = source.train(X, y, batches)
     other_losses, other_params = other.train(X, y, batches)
+    paths = _paths(start, source_params)
     for epoch in range(epochs):
+        limit, remark = _run_limit(port, bounds, steps * (epoch + 1), paths[epoch], spread, loss=False)
         rows.append((f"parameters after epoch {epoch + 1}", _rel(_flat(other_params[epoch]),
-                                                                 _flat(source_params[epoch])), run, why))
-    penalized = spec.l1 or spec.l2 or port.conventions.bias_l1 or port.conventions.bias_l2
-    comparable = not penalized or source.reports_penalty == other.reports_penalty
-    rounded = [side for side in (source, other) if getattr(side, "loss_dtype", spec.dtype) != spec.dtype]
-    loss_limit, loss_why = run, why
-    if rounded and run is not None:
-        loss_limit = None
-        loss_why = f"Keras reports the loss through a {rounded[0].loss_dtype} Mean (compiled outside floatx)"
+                                                                 _flat(source_params[epoch])), limit, remark))
     for epoch in range(epochs):
-        if comparable:
-            rows.append((f"reported loss, epoch {epoch + 1}", _rel(other_losses[epoch], source_losses[epoch]),
-                         loss_limit, loss_why))
-        else:
-            rows.append((f"reported loss, epoch {epoch + 1}", None, None,
-                         f"not comparable: {'the source' if not source.reports_penalty else 'the target'} reports the "
-                         "loss without the penalty"))
-    return Certificate(port.source, target, rows)
+        limit, remark = _run_limit(port, bounds, steps * (epoch + 1), paths[epoch], spread, loss=True)
+        rows.append((f"reported loss, epoch {epoch + 1}", _rel(other_losses[epoch], source_losses[epoch]), limit,
+                     remark))
+    return Certificate(port.source, target, rows, [f"{cause}: {words} ({DEVIATION_BOUNDS[cause].reason})"
+                                                   for cause, words in causes])
+
+
+SPREAD_DRAWS = 32
+"""Training-mode losses :func:`verify` draws from the source at the start to measure the spread dropout gives."""
 
 
 def dropout_loss(port: Port, target: str, X: np.ndarray, y: np.ndarray, draws: int = 200) -> tuple[float, float]:
@@ -1906,18 +2115,62 @@ def _source_of(*objects: Any) -> str:
     return "\n\n".join(textwrap.dedent(inspect.getsource(obj)).strip() for obj in objects)
 
 
+def _literal(value: object) -> str:
+    """``value`` as Python source that evaluates to it and can do nothing else: a script's numbers, names and paths.
+
+    Strings go through ``repr`` (every quote, backslash, newline and non-printable character escaped); numbers
+    become plain ``int``/``float`` literals (a NumPy scalar's repr would be a call, ``np.float64(0.9)``); a float
+    that has no literal (``inf``, ``nan``) is refused rather than written as a name."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, (int, np.integer)):
+        return repr(int(value))
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{value!r} has no Python literal: a script takes finite numbers only")
+        return repr(float(value))
+    if isinstance(value, str):
+        text = repr(value)
+        # double quotes, as the rest of the script, where that needs no escaping
+        return f'"{text[1:-1]}"' if text.startswith("'") and '"' not in value else text
+    if isinstance(value, (list, tuple)):
+        items = [_literal(item) for item in value]
+        if isinstance(value, list):
+            return f"[{', '.join(items)}]"
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    raise TypeError(f"no script literal for {type(value).__name__} {value!r}")
+
+
+def _docstring(text: str) -> str:
+    """``text`` as a triple-quoted literal whose value is exactly ``text``: backslashes and double quotes escaped,
+    and every non-printable character but the newline (a carriage return, a form feed, a NUL, a lone surrogate)
+    written as its escape, so that no text can end the string or change the code after it."""
+    out = []
+    for char in text:
+        if char in '\\"':
+            out.append("\\" + char)
+        elif char == "\n" or char.isprintable():
+            out.append(char)
+        else:
+            out.append(repr(char)[1:-1])  # \r, \x0c, \x00, \u2028, \udc80, ...: the escape repr gives
+    return '"""' + "".join(out) + '"""'
+
+
 def _script_head(port: Port, framework: str, weights: str, imports: str) -> str:
     notes = port.notes + port.export_notes(framework) + [f"deviation: {d}" for d in port.deviations]
     config = port.config
-    lines = [
-        f'"""The {port.spec.n_inputs}-input MLP {list(port.spec.layer_sizes)} ported from {port.source} to '
-        f'{framework}, with its training setup.',
+    spec = port.spec
+    doc = "\n".join([
+        f"The {spec.n_inputs}-input MLP {list(spec.layer_sizes)} ported from {port.source} to {framework}, with its "
+        "training setup.",
         "",
         f"Written by impls.port; standalone (NumPy and {framework} only). Parameters: {weights} beside this file;",
         "data: data.npz beside it (X, y), or random data of the right shape.",
         "",
         *[f"* {note}" for note in notes],
-        '"""',
+        ""])
+    lines = [
+        _docstring(doc),
         "",
         "from __future__ import annotations",
         "",
@@ -1927,13 +2180,13 @@ def _script_head(port: Port, framework: str, weights: str, imports: str) -> str:
         imports,
         "",
         "HERE = Path(__file__).resolve().parent",
-        f'WEIGHTS = HERE / "{weights}"',
-        f"LAYER_SIZES = {list(port.spec.layer_sizes)}",
-        f'DTYPE = "{port.spec.dtype}"',
-        f"EPOCHS, BATCH_SIZE = {config.epochs}, {config.batch_size or 'None'}",
-        f"LEARNING_RATE, DECAY, DECAY_EVERY = {config.learning_rate!r}, {config.lr_decay!r}, "
-        f"{port.conventions.decay_every}",
-        f'TASK = "{port.spec.task}"',
+        f"WEIGHTS = HERE / {_literal(weights)}",
+        f"LAYER_SIZES = {_literal(list(spec.layer_sizes))}",
+        f"DTYPE = {_literal(spec.dtype)}",
+        f"EPOCHS, BATCH_SIZE = {_literal(config.epochs)}, {_literal(config.batch_size)}",
+        f"LEARNING_RATE, DECAY, DECAY_EVERY = {_literal(config.learning_rate)}, {_literal(config.lr_decay)}, "
+        f"{_literal(port.conventions.decay_every)}",
+        f"TASK = {_literal(spec.task)}",
         "",
         "",
         "def load_data() -> tuple[np.ndarray, np.ndarray]:",
@@ -1961,33 +2214,35 @@ def _torch_script(port: Port, weights: str) -> str:
     spec, conv, config = port.spec, port.conventions, port.config
     VelocitySGD, KerasAdam, PenalizedLoss = _torch_optimizers()
     activation = {"relu": "nn.ReLU()", "tanh": "nn.Tanh()", "sigmoid": "nn.Sigmoid()", "identity": "nn.Identity()",
-                  "leaky_relu": f"nn.LeakyReLU({spec.leaky_slope!r})", "elu": f"nn.ELU({spec.elu_alpha!r})"}
+                  "leaky_relu": f"nn.LeakyReLU({_literal(spec.leaky_slope)})",
+                  "elu": f"nn.ELU({_literal(spec.elu_alpha)})"}
     layers = []
     for layer, (fan_in, fan_out) in enumerate(zip(spec.layer_sizes, spec.layer_sizes[1:])):
-        layers.append(f"nn.Linear({fan_in}, {fan_out}, dtype=dtype)")
+        layers.append(f"nn.Linear({_literal(fan_in)}, {_literal(fan_out)}, dtype=dtype)")
         if layer < spec.n_layers - 1:
             layers.append(activation[spec.hidden_activation])
             if spec.dropout_rates[layer]:
-                layers.append(f"nn.Dropout({spec.dropout_rates[layer]!r})")
+                layers.append(f"nn.Dropout({_literal(spec.dropout_rates[layer])})")
     loss = {"binary_crossentropy": "nn.BCEWithLogitsLoss()", "categorical_crossentropy": "nn.CrossEntropyLoss()",
             "mse": "nn.MSELoss()", "mae": "nn.L1Loss()"}[spec.loss]
     helpers = []
     if spec.l1 or conv.bias_l1:
         helpers.append(PenalizedLoss)
-        loss = f"PenalizedLoss({loss}, model, {spec.l1!r}, {conv.bias_l1!r})"
+        loss = f"PenalizedLoss({loss}, model, {_literal(spec.l1)}, {_literal(conv.bias_l1)})"
     rule = config.optimizer
-    groups = (f'[{{"params": weights, "weight_decay": {spec.l2!r}}}, '
-              f'{{"params": biases, "weight_decay": {conv.bias_l2!r}}}]')
+    groups = (f'[{{"params": weights, "weight_decay": {_literal(spec.l2)}}}, '
+              f'{{"params": biases, "weight_decay": {_literal(conv.bias_l2)}}}]')
     if isinstance(rule, Adam):
         kind = "KerasAdam" if conv.adam_epsilon == "uncorrected" else "optim.Adam"
         if kind == "KerasAdam":
             helpers.append(KerasAdam)
-        optimizer = f"{kind}({groups}, lr=LEARNING_RATE, betas=({rule.beta1!r}, {rule.beta2!r}), eps={rule.epsilon!r})"
+        optimizer = (f"{kind}({groups}, lr=LEARNING_RATE, betas=({_literal(rule.beta1)}, {_literal(rule.beta2)}), "
+                     f"eps={_literal(rule.epsilon)})")
     elif rule.momentum and _changing_rate(port) and conv.momentum_form == "velocity":
         helpers.append(VelocitySGD)
-        optimizer = f"VelocitySGD({groups}, lr=LEARNING_RATE, momentum={rule.momentum!r})"
+        optimizer = f"VelocitySGD({groups}, lr=LEARNING_RATE, momentum={_literal(rule.momentum)})"
     else:
-        optimizer = f"optim.SGD({groups}, lr=LEARNING_RATE, momentum={rule.momentum!r})"
+        optimizer = f"optim.SGD({groups}, lr=LEARNING_RATE, momentum={_literal(rule.momentum)})"
     scheduler = "None"
     if config.lr_decay != 1.0:
         scheduler = ("optim.lr_scheduler.ExponentialLR(optimizer, DECAY)" if conv.decay_every == 1 else
@@ -2050,42 +2305,43 @@ def _keras_script(port: Port, weights: str) -> str:
     spec, conv, config = port.spec, port.conventions, port.config
     helpers: list[Any] = []
     activation = {"relu": '"relu"', "tanh": '"tanh"', "sigmoid": '"sigmoid"', "identity": '"linear"',
-                  "elu": f"lambda z: keras.activations.elu(z, {spec.elu_alpha!r})",
-                  "leaky_relu": f"lambda z: ops.where(z > 0, z, {spec.leaky_slope!r} * z)"}
+                  "elu": f"lambda z: keras.activations.elu(z, {_literal(spec.elu_alpha)})",
+                  "leaky_relu": f"lambda z: ops.where(z > 0, z, {_literal(spec.leaky_slope)} * z)"}
     regularizers = ""
     for what, l1, l2 in (("kernel", spec.l1, spec.l2), ("bias", conv.bias_l1, conv.bias_l2)):
         if l1 or l2:  # kernel_penalty: exact factors on TensorFlow, abs'(0) = 0 on JAX (keras.regularizers: neither)
             helpers += [exact, abs_, kernel_penalty]
-            regularizers += f"{what}_regularizer=functools.partial(kernel_penalty, Penalty({l1!r}, {l2!r})), "
+            regularizers += (f"{what}_regularizer=functools.partial(kernel_penalty, "
+                             f"Penalty({_literal(l1)}, {_literal(l2)})), ")
     tail = {"sigmoid": '"sigmoid"', "softmax": '"softmax"', "identity": '"linear"'}[spec.loss_rule.output_activation]
     layers = []
     for layer, width in enumerate(spec.layer_sizes[1:]):
         hidden = layer < spec.n_layers - 1
         act = activation[spec.hidden_activation] if hidden else tail
-        layers.append(f"keras.layers.Dense({width}, activation={act}, {regularizers}dtype=DTYPE)")
+        layers.append(f"keras.layers.Dense({_literal(width)}, activation={act}, {regularizers}dtype=DTYPE)")
         if hidden and spec.dropout_rates[layer]:
-            layers.append(f"keras.layers.Dropout({spec.dropout_rates[layer]!r}, dtype=DTYPE)")
+            layers.append(f"keras.layers.Dropout({_literal(spec.dropout_rates[layer])}, dtype=DTYPE)")
     loss = {"binary_crossentropy": "keras.losses.BinaryCrossentropy()",
             "categorical_crossentropy": "keras.losses.SparseCategoricalCrossentropy()",
             "mse": "keras.losses.MeanSquaredError()", "mae": "keras.losses.MeanAbsoluteError()"}[spec.loss]
     rule = config.optimizer
     if isinstance(rule, Adam) and conv.adam_epsilon == "uncorrected":
-        optimizer = (f"keras.optimizers.Adam(beta_1=np.float64({rule.beta1!r}), beta_2=np.float64({rule.beta2!r}), "
-                     f"epsilon=np.float64({rule.epsilon!r}))")
+        optimizer = (f"keras.optimizers.Adam(beta_1=np.float64({_literal(rule.beta1)}), "
+                     f"beta_2=np.float64({_literal(rule.beta2)}), epsilon=np.float64({_literal(rule.epsilon)}))")
     elif isinstance(rule, Adam):
         helpers += [exact, adam_update, SpecAdam]
-        optimizer = f"SpecAdam(AdamRule({rule.beta1!r}, {rule.beta2!r}, {rule.epsilon!r}))"
+        optimizer = f"SpecAdam(AdamRule({_literal(rule.beta1)}, {_literal(rule.beta2)}, {_literal(rule.epsilon)}))"
     elif rule.momentum and _changing_rate(port) and conv.momentum_form == "buffer":
         helpers.append(_keras_buffer_sgd())
-        optimizer = f"BufferSGD(LEARNING_RATE, np.float64({rule.momentum!r}))"
+        optimizer = f"BufferSGD(LEARNING_RATE, np.float64({_literal(rule.momentum)}))"
     else:
-        optimizer = f"keras.optimizers.SGD(momentum=np.float64({rule.momentum!r}))"
+        optimizer = f"keras.optimizers.SGD(momentum=np.float64({_literal(rule.momentum)}))"
     callbacks = ["keras.callbacks.LearningRateScheduler(lambda epoch, _: LEARNING_RATE * DECAY ** (epoch // "
                  "DECAY_EVERY))"]
     if config.early_stopping is not None:
         stop = config.early_stopping
-        callbacks.append(f'keras.callbacks.EarlyStopping("val_loss", min_delta={stop.min_delta!r}, '
-                         f"patience={stop.patience}, restore_best_weights={stop.restore_best})")
+        callbacks.append(f'keras.callbacks.EarlyStopping("val_loss", min_delta={_literal(stop.min_delta)}, '
+                         f"patience={_literal(stop.patience)}, restore_best_weights={_literal(stop.restore_best)})")
     unique = list(dict.fromkeys(helpers))
     body = f'''
 Penalty = collections.namedtuple("Penalty", "l1 l2")  # what kernel_penalty reads of the spec
@@ -2099,10 +2355,10 @@ Tensor = object
 def build_model() -> keras.Sequential:
     """The layers, compiled, with the parameters of WEIGHTS (Keras kernels are (fan_in, fan_out))."""
     keras.config.set_floatx(DTYPE)  # layers, losses, optimizer variables and fit's inputs in DTYPE
-    model = keras.Sequential([keras.Input(({spec.n_inputs},), dtype=DTYPE),
+    model = keras.Sequential([keras.Input(({_literal(spec.n_inputs)},), dtype=DTYPE),
                               {(", " + chr(10) + "                              ").join(layers)}])
     arrays = np.load(WEIGHTS)
-    model.set_weights([arrays[f"{{kind}}{{layer}}"] for layer in range({spec.n_layers}) for kind in ("W", "b")])
+    model.set_weights([arrays[f"{{kind}}{{layer}}"] for layer in range(len(LAYER_SIZES) - 1) for kind in ("W", "b")])
     optimizer = {optimizer}
     optimizer.learning_rate = LEARNING_RATE
     model.compile(optimizer=optimizer, loss={loss})
@@ -2132,15 +2388,15 @@ def _flax_script(port: Port, weights: str) -> str:
         raise UnsupportedModel("Optax has no mean absolute error")
     helpers: list[Any] = []
     activation = {"relu": "nnx.relu", "tanh": "nnx.tanh", "sigmoid": "nnx.sigmoid", "identity": None,
-                  "leaky_relu": f"functools.partial(nnx.leaky_relu, negative_slope={spec.leaky_slope!r})",
-                  "elu": f"functools.partial(nnx.elu, alpha={spec.elu_alpha!r})"}[spec.hidden_activation]
+                  "leaky_relu": f"functools.partial(nnx.leaky_relu, negative_slope={_literal(spec.leaky_slope)})",
+                  "elu": f"functools.partial(nnx.elu, alpha={_literal(spec.elu_alpha)})"}[spec.hidden_activation]
     layers = []
     for layer, (fan_in, fan_out) in enumerate(zip(spec.layer_sizes, spec.layer_sizes[1:])):
-        layers.append(f"nnx.Linear({fan_in}, {fan_out}, dtype=DTYPE, param_dtype=DTYPE, rngs=rngs)")
+        layers.append(f"nnx.Linear({_literal(fan_in)}, {_literal(fan_out)}, dtype=DTYPE, param_dtype=DTYPE, rngs=rngs)")
         if layer < spec.n_layers - 1:
             layers += [activation] if activation else []
             if spec.dropout_rates[layer]:
-                layers.append(f"nnx.Dropout({spec.dropout_rates[layer]!r}, rngs=rngs)")
+                layers.append(f"nnx.Dropout({_literal(spec.dropout_rates[layer])}, rngs=rngs)")
     loss = {"binary_crossentropy": "optax.sigmoid_binary_cross_entropy",
             "categorical_crossentropy": "optax.softmax_cross_entropy_with_integer_labels",
             "mse": "optax.squared_error"}[spec.loss]
@@ -2151,21 +2407,22 @@ def _flax_script(port: Port, weights: str) -> str:
     chain = []
     if spec.l1 or conv.bias_l1:
         helpers.append(add_l1_gradient)
-        chain.append(f"add_l1_gradient({spec.l1!r}, {conv.bias_l1!r})")
+        chain.append(f"add_l1_gradient({_literal(spec.l1)}, {_literal(conv.bias_l1)})")
     if spec.l2:
-        chain.append(f"optax.add_decayed_weights({spec.l2!r}, mask=kernels)")
+        chain.append(f"optax.add_decayed_weights({_literal(spec.l2)}, mask=kernels)")
     if conv.bias_l2:
-        chain.append(f"optax.add_decayed_weights({conv.bias_l2!r}, mask=biases)")
+        chain.append(f"optax.add_decayed_weights({_literal(conv.bias_l2)}, mask=biases)")
     rule = config.optimizer
     if isinstance(rule, Adam) and conv.adam_epsilon == "uncorrected":
         helpers.append(keras_adam)
-        chain.append(f"keras_adam(schedule, {rule.beta1!r}, {rule.beta2!r}, {rule.epsilon!r})")
+        chain.append(f"keras_adam(schedule, {_literal(rule.beta1)}, {_literal(rule.beta2)}, {_literal(rule.epsilon)})")
     elif isinstance(rule, Adam):
-        chain.append(f"optax.adam(schedule, {rule.beta1!r}, {rule.beta2!r}, {rule.epsilon!r})")
+        chain.append(f"optax.adam(schedule, {_literal(rule.beta1)}, {_literal(rule.beta2)}, {_literal(rule.epsilon)})")
     elif rule.momentum and _changing_rate(port) and conv.momentum_form == "velocity":
-        chain.append(f"optax.chain(optax.scale_by_learning_rate(schedule), optax.trace(decay={rule.momentum!r}))")
+        chain.append(f"optax.chain(optax.scale_by_learning_rate(schedule), "
+                     f"optax.trace(decay={_literal(rule.momentum)}))")
     else:
-        chain.append(f"optax.sgd(schedule, momentum={rule.momentum or None!r})")
+        chain.append(f"optax.sgd(schedule, momentum={_literal(rule.momentum or None)})")
     targets = "y.astype(np.int32)" if spec.task == "multiclass" else "np.asarray(y, DTYPE).reshape(len(y), -1)"
     transformation = chain[0] if len(chain) == 1 else f"optax.chain({', '.join(chain)})"
     body = f'''
@@ -2236,50 +2493,241 @@ SCRIPTS: dict[str, Callable[[Port, str], str]] = {"torch": _torch_script, "keras
 
 # ---- command line ----------------------------------------------------------------------------
 
+PROG = "python -m impls.port"
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m impls.port SOURCE --to FRAMEWORK --out FILE``: a standalone training script for FRAMEWORK from a
-    ``.keras`` file or one of this project's ``.npz`` files, its parameters written beside it (``FILE`` with
-    the suffix ``.npz``).  A ``.npz`` holds no training setup: the flags give it."""
-    import argparse
 
+class CommandError(Exception):
+    """A command-line error: its message is the one line the command prints before it exits with status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors raised as :class:`CommandError` (one line, no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(message)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every non-printable character (a newline in a file name, a lone surrogate) as its escape."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same resolved path, or one file reached through a link."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):  # a symbolic-link loop: compare what exists below
+        pass
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_name(path: Path, what: str) -> None:
+    """A name the file system can take: no NUL, and encodable (a lone surrogate other than an undecodable byte's
+    is not)."""
+    if "\0" in str(path):
+        raise CommandError(f"{what} contains a NUL character")
+    try:
+        os.fsencode(path)
+    except UnicodeError:
+        raise CommandError(f"{what} {str(path)!r} cannot be encoded as a file name") from None
+
+
+def _check_source(source: Path) -> None:
+    _check_name(source, "the source's name")
+    if source.suffix not in (".keras", ".npz"):
+        raise CommandError(f"{source}: expected a .keras or .npz file")
+    if source.is_dir():
+        raise CommandError(f"{source} is a folder, not a .keras or .npz file")
+    if not source.exists():
+        raise CommandError(f"{source}: no such file")
+    if not source.is_file():
+        raise CommandError(f"{source} is not a regular file")
+
+
+def _check_outputs(source: Path, script: Path, weights: Path, force: bool) -> None:
+    """Refuse outputs that would destroy a file: the source, each other, a folder, an existing file without
+    ``force``; and a folder that is not there."""
+    _check_name(script, "--out")
+    if script.suffix != ".py":
+        raise CommandError(f"--out {script}: the script's name must end in .py (its weights are written beside it, "
+                           "the same name ending in .npz)")
+    folder = script.parent
+    if not folder.exists():
+        raise CommandError(f"the folder {folder} does not exist (--out {script})")
+    if not folder.is_dir():
+        raise CommandError(f"{folder} is not a folder (--out {script})")
+    for path, what in ((script, "the script"), (weights, "its weights")):
+        if _same_file(path, source):
+            raise CommandError(f"--out {script} would write {what} to {path}, which is the source {source}: choose "
+                               "another name")
+        if path.is_dir():
+            raise CommandError(f"--out {script} would write {what} to {path}, which is a folder")
+    if _same_file(script, weights):
+        raise CommandError(f"--out {script}: the script and its weights {weights} would be one file")
+    existing = [str(path) for path in (script, weights) if os.path.lexists(path)]
+    if existing and not force:
+        raise CommandError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: pass --force "
+                           "to replace")
+
+
+def _reserve_beside(path: Path) -> tuple[int, Path]:
+    """A new, uniquely named hidden file beside ``path``, open for writing (mode ``0o666`` less the umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _commit(tmp: Path, target: Path, force: bool) -> None:
+    """Move the finished ``tmp`` to ``target`` in one step: with ``force`` over an existing file (keeping its
+    permissions), else only where no file is (a hard link fails on an existing name, with no window in between)."""
+    if force:
+        if target.is_file():
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise CommandError(f"{target} appeared while writing: nothing replaced (pass --force to replace)") from None
+    except OSError as exc:
+        if exc.errno not in NO_HARD_LINKS:
+            raise
+        # a file system without hard links: check, then rename (the only place where a race is possible)
+        if os.path.lexists(target):
+            raise CommandError(f"{target} already exists: pass --force to replace") from None
+        os.replace(tmp, target)
+    else:
+        tmp.unlink()
+
+
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV}
+"""``os.link`` errors that mean the file system has no hard links (FAT, some network and FUSE file systems)."""
+
+
+def _write_outputs(script: Path, text: str, weights: Path, ported: Port, force: bool) -> None:
+    """The weights (through :func:`impls.exchange.save`) and the script, each to a temporary file beside its target
+    and then moved over it, so that no file is ever half written; if the second cannot be placed, the first, if
+    new, is removed again."""
     from impls.exchange import save
 
-    parser = argparse.ArgumentParser(prog="python -m impls.port", description=main.__doc__)
+    staged: list[Path] = []
+    placed: list[Path] = []
+    target = weights
+    try:
+        fd, weights_tmp = _reserve_beside(weights)
+        staged.append(weights_tmp)
+        os.close(fd)
+        save(weights_tmp, ported.spec, ported.params)  # atomic itself: writes beside our name and renames over it
+        target = script
+        fd, script_tmp = _reserve_beside(script)
+        staged.append(script_tmp)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8"))  # Python source is UTF-8, whatever the locale
+        for tmp, target in ((weights_tmp, weights), (script_tmp, script)):
+            existed = os.path.lexists(target)
+            _commit(tmp, target, force)
+            if not existed:
+                placed.append(target)
+    except BaseException as exc:
+        for path in staged:
+            path.unlink(missing_ok=True)
+        if target == script:
+            for path in placed:
+                path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # its file name would be the temporary one: name the target instead
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise CommandError(f"cannot write {target}: {reason}") from None
+        raise
+
+
+def _import_keras_file(source: Path, args: argparse.Namespace) -> tuple[Port, list[str]]:
+    """The port of a ``.keras`` file, and what Keras warned while reading it."""
+    import warnings
+    import zipfile
+
+    for flag in ("learning_rate", "momentum", "lr_decay"):
+        if getattr(args, flag) is not None:
+            raise CommandError(f"--{flag.replace('_', '-')} sets the training of a .npz source; a .keras file "
+                               "carries its own optimizer")
+    if "tensorflow" not in sys.modules:  # TensorFlow's C++ start-up messages are not this command's to print
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not zipfile.is_zipfile(source):
+        raise CommandError(f"{source} is not a Keras model file (a .keras file is a zip archive; this one is not, or "
+                           "is cut short)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            import keras
+
+            model = keras.models.load_model(source)
+        except Exception as exc:  # Keras raises anything on a file it cannot read: ValueError, OSError, KeyError...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CommandError(f"{source}: Keras cannot read it ({type(exc).__name__}: {first})") from None
+    ported = import_model(model, epochs=args.epochs, batch_size=args.batch_size,
+                          steps_per_epoch=args.steps_per_epoch)
+    return ported, [f"Keras, reading {source.name}: {warning.message}" for warning in caught]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m impls.port SOURCE --to FRAMEWORK --out FILE.py``: a standalone training script for FRAMEWORK from
+    a ``.keras`` file or one of this project's ``.npz`` files, its parameters written beside it (``FILE.npz``).
+    A ``.npz`` holds no training setup: the flags give it.  Existing files are replaced only with ``--force``, the
+    source never.  Exit status: 0 on success, 2 on an error (one line on stderr)."""
+    parser = _Parser(prog=PROG, description=main.__doc__)
     parser.add_argument("source", type=Path, help="a .keras model file or a .npz of this project")
     parser.add_argument("--to", required=True, choices=sorted(SCRIPTS), help="the framework to write for")
-    parser.add_argument("--out", required=True, type=Path, help="the script to write")
+    parser.add_argument("--out", required=True, type=Path, help="the script to write (.py); its weights go beside it")
+    parser.add_argument("--force", action="store_true", help="replace the script and weights files if they exist")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps-per-epoch", type=int, default=None,
-                        help="steps of an epoch, to read a Keras ExponentialDecay as a per-epoch decay")
-    parser.add_argument("--learning-rate", type=float, default=0.1, help=".npz sources only")
-    parser.add_argument("--momentum", type=float, default=0.0, help=".npz sources only")
-    parser.add_argument("--lr-decay", type=float, default=1.0, help=".npz sources only")
-    args = parser.parse_args(argv)
+                        help="steps of an epoch, to read a Keras ExponentialDecay as a per-epoch decay (.keras only)")
+    parser.add_argument("--learning-rate", type=float, default=None, help=".npz sources only (default 0.1)")
+    parser.add_argument("--momentum", type=float, default=None, help=".npz sources only (default 0)")
+    parser.add_argument("--lr-decay", type=float, default=None, help=".npz sources only (default 1, no decay)")
     try:
-        if args.source.suffix == ".keras":
-            import keras
-
-            ported = import_model(keras.models.load_model(args.source), epochs=args.epochs,
-                                  batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch)
-        elif args.source.suffix == ".npz":
-            config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                 momentum=args.momentum, lr_decay=args.lr_decay, shuffle=False)
-            ported = import_model(args.source, config=config)
-        else:
-            parser.error(f"{args.source}: expected a .keras or .npz file")
-        weights = args.out.with_suffix(".npz")
-        text = ported.script(args.to, weights=weights.name)
-    except (UnsupportedModel, ValueError, OSError) as exc:
-        print(f"python -m impls.port: {exc}", file=sys.stderr)
-        return 1
-    save(weights, ported.spec, ported.params)
-    args.out.write_text(text)
-    print(f"wrote {args.out} and {weights}")
-    for note in ported.notes + ported.export_notes(args.to) + ported.deviations:
-        print(f"- {note}")
+        args = parser.parse_args(argv)
+        source, script = args.source, args.out
+        _check_source(source)
+        weights = script.with_suffix(".npz") if script.suffix == ".py" else script
+        _check_outputs(source, script, weights, args.force)
+        warned: list[str] = []
+        try:
+            if source.suffix == ".keras":
+                ported, warned = _import_keras_file(source, args)
+            else:
+                if args.steps_per_epoch is not None:
+                    raise CommandError("--steps-per-epoch reads a Keras schedule: a .npz source has none")
+                config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                                     learning_rate=0.1 if args.learning_rate is None else args.learning_rate,
+                                     momentum=args.momentum or 0.0,
+                                     lr_decay=1.0 if args.lr_decay is None else args.lr_decay, shuffle=False)
+                ported = import_model(source, config=config)
+            text = ported.script(args.to, weights=weights.name)
+        except (ValueError, TypeError, OSError) as exc:  # UnsupportedModel is a ValueError
+            raise CommandError(str(exc)) from None
+        _write_outputs(script, text, weights, ported, args.force)
+    except CommandError as exc:
+        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    _say(f"wrote {script} and {weights}")
+    for note in ported.notes + ported.export_notes(args.to) + [f"deviation: {d}" for d in ported.deviations] + warned:
+        _say(f"- {note}")
     return 0
+
+
+def _say(text: str) -> None:
+    """One line on stdout, whatever characters it holds and whatever the stream's encoding."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    print(_one_line(text).encode(encoding, "backslashreplace").decode(encoding))
 
 
 if __name__ == "__main__":
